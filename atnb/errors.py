@@ -283,18 +283,15 @@ def error_from_response(
         raw = body.get("message")
         message = raw if isinstance(raw, str) else None
 
-    if (
-        error is None
-        and status >= 500
-        or (error is None and not isinstance(body, dict))
-    ):
+    if error is None and (status >= 500 or not isinstance(body, dict)):
         kind = "an HTML page" if "html" in content_type.lower() else "a non-JSON body"
         text = message or f"the server answered HTTP {status} with {kind}"
-        cls: type[XRPCError] = (
-            ServerError if status >= 500 or status == 0 else XRPCError
-        )
         if status == 429:
-            cls = RateLimitError
+            cls: type[XRPCError] = RateLimitError
+        elif status >= 500 or status == 0:
+            cls = ServerError
+        else:
+            cls = XRPCError
         return cls(text, status=status, error=error, nsid=nsid, headers=headers)
 
     cls = _BY_NAME.get(error or "", XRPCError)

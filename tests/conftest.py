@@ -7,7 +7,6 @@ public can be reached; tests that use the devnet ask for ``devnet_settings``
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -20,10 +19,11 @@ from atnb.devnet import Devnet
 DEAD_HTTP = "http://127.0.0.1:9"
 DEAD_DNS = "127.0.0.1:9"
 
-pytest_plugins: list[str] = []
-for _plugin in ("tests.conftest_keyring", "tests.conftest_identity", "tests.conftest_jupyter"):
-    if os.path.exists(os.path.join(os.path.dirname(__file__), _plugin.split(".")[1] + ".py")):
-        pytest_plugins.append(_plugin)
+pytest_plugins = [
+    "tests.conftest_keyring",
+    "tests.conftest_identity",
+    "tests.conftest_jupyter",
+]
 
 
 def _dead_settings() -> None:

@@ -190,7 +190,11 @@ class Devnet:
         self._owned = True
 
         try:
-            self._postgres = Postgres(self.folder / "pg", _free_port())
+            # Its own temp folder: the postgres user must reach it, whatever
+            # the permissions of the devnet's folder.
+            self._postgres = Postgres(
+                Path(tempfile.mkdtemp(prefix="atnb-pg-")), _free_port()
+            )
             self._postgres.start()
             self._smtp = SmtpSink(self.folder / "mail", _free_port())
             self._smtp.start()
@@ -287,7 +291,7 @@ class Devnet:
             self._node.send_signal(signal.SIGTERM)
             try:
                 self._node.wait(timeout=20)
-            except Exception:  # noqa: BLE001 - fall back to a hard stop
+            except Exception:
                 self._node.kill()
                 self._node.wait(timeout=10)
         self._node = None
@@ -297,6 +301,7 @@ class Devnet:
         if self._postgres is not None:
             with contextlib.suppress(Exception):
                 self._postgres.stop()
+            shutil.rmtree(self._postgres.folder, ignore_errors=True)
             self._postgres = None
         if self._owned and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tmp.chmod(0o600)
         tmp.rename(folder / "state.json")
         stop.wait()
-    except Exception as exc:  # noqa: BLE001 - reported to `up` through the log
+    except Exception as exc:
         print(f"devnet failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
@@ -144,7 +144,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from atnb.devnet import _http
 
         health = _http("GET", f"{state['pds_url']}/xrpc/_health", timeout=5)
-    except Exception as exc:  # noqa: BLE001 - status reports, never raises
+    except Exception as exc:
         print(f"running, but the PDS did not answer: {exc}")
         return 1
     print(f"running (pid {state['supervisor_pid']}), PDS {health.get('version')}")

@@ -19,7 +19,7 @@ class _Handler:
         self.folder = folder
         self.count = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(
             envelope.content, policy=email.policy.default
         )

@@ -36,7 +36,14 @@ TOPICS = [
     ("notebooks for data journalism", "datajournalism"),
     ("the protocol spec", "atproto"),
 ]
-OPENERS = ["", "😀 ", "Café au lait ☕ and ", "Über-short note: ", "🌍🌱 ", "Hélène says: "]
+OPENERS = [
+    "",
+    "😀 ",
+    "Café au lait ☕ and ",
+    "Über-short note: ",
+    "🌍🌱 ",
+    "Hélène says: ",
+]
 LINKS = [
     "https://example.org/report",
     "https://example.com/posts/42?ref=atnb",
@@ -216,7 +223,9 @@ def seed(net: Devnet, *, rng_seed: int = 7) -> dict[str, Any]:
         image = _upload(net, account, _png(len(name) * 31))
         count = POSTS_PER_ACCOUNT[name]
         for i in range(count):
-            when = now - dt.timedelta(days=DAYS * (count - i) / count, minutes=rng.randint(0, 600))
+            when = now - dt.timedelta(
+                days=DAYS * (count - i) / count, minutes=rng.randint(0, 600)
+            )
             text = _post_text(rng, people, name)
             record: dict[str, Any] = {
                 "$type": "app.bsky.feed.post",
@@ -234,7 +243,9 @@ def seed(net: Devnet, *, rng_seed: int = 7) -> dict[str, Any]:
             writer.create("app.bsky.feed.post", record, when)
         cids = writer.flush()
         posts.extend(
-            (uri, cid, name) for uri, cid in cids.items() if "/app.bsky.feed.post/" in uri
+            (uri, cid, name)
+            for uri, cid in cids.items()
+            if "/app.bsky.feed.post/" in uri
         )
 
     # Replies, quotes, reposts, likes and follows, written by each account.
@@ -242,7 +253,9 @@ def seed(net: Devnet, *, rng_seed: int = 7) -> dict[str, Any]:
         writer = _Writer(net, people[name])
         others = [p for p in posts if p[2] != name]
         for uri, cid, author in rng.sample(others, 12):
-            when = now - dt.timedelta(days=rng.randint(0, 20), minutes=rng.randint(1, 500))
+            when = now - dt.timedelta(
+                days=rng.randint(0, 20), minutes=rng.randint(1, 500)
+            )
             ref = {"uri": uri, "cid": cid}
             writer.create(
                 "app.bsky.feed.post",

@@ -139,6 +139,8 @@ const forward = (req, res, body, { buffer = false } = {}) =>
   new Promise((resolve, reject) => {
     const headers = { ...req.headers }
     if (body !== undefined) headers['content-length'] = String(body.length)
+    // Answers the front reads must arrive uncompressed.
+    if (buffer) delete headers['accept-encoding']
     const upstream = http.request(
       {
         host: LOOPBACK,
