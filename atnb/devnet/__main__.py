@@ -151,6 +151,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _report(state, args)
 
 
+def environment(state: dict) -> dict[str, str]:
+    """The ATNB_* variables that point atnb (and its kernels) at this devnet."""
+    return {
+        "ATNB_SERVICE": state["pds_url"],
+        "ATNB_PLC_URL": state["plc_url"],
+        "ATNB_ENTRYWAY": state["pds_url"],
+        "ATNB_PUBLIC_APPVIEW": state["appview_url"],
+        "ATNB_DEVNET": "1",
+    }
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    state = _state(default_folder())
+    if not state or not _alive(state.get("supervisor_pid")):
+        print("atnb.devnet: not running; start it with `up`", file=sys.stderr)
+        return 1
+    for name, value in environment(state).items():
+        print(f"export {name}={value}")
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     from atnb.devnet.seed import seed
 
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="say whether it runs, and where")
     status.add_argument("--json", action="store_true")
     sub.add_parser("seed", help="write the sample accounts and posts")
+    sub.add_parser("env", help="print shell exports that point atnb at it")
     serve = sub.add_parser("_serve")
     serve.add_argument("--dir", required=True)
     serve.add_argument("--seed", action="store_true")
@@ -199,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "down": cmd_down,
         "status": cmd_status,
         "seed": cmd_seed,
+        "env": cmd_env,
         "_serve": cmd_serve,
     }
     try:
