@@ -20,8 +20,20 @@ from atnb._storebase import MAX_ENTRY_CHARS
 from atnb.errors import StoreError
 from atnb.store import FileStore, KeyringStore, MemoryStore, NoKeyringWarning
 
-ACCESS = "eyJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiJkaWQ6cGxjOmFhYWEifQ.ACCESS-1-signature"
-REFRESH = "eyJ0eXAiOiJyZWZyZXNoK2p3dCJ9.eyJqdGkiOiJ4In0.REFRESH-1-signature"
+
+def _unsigned_jwt(header: dict, claims: dict, signature: str) -> str:
+    """A JWT-shaped placeholder, built at run time (no token is committed)."""
+    import base64
+
+    def part(value: dict) -> str:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}.{signature}"
+
+
+ACCESS = _unsigned_jwt({"typ": "at+jwt"}, {"sub": "did:plc:aaaa"}, "ACCESS-1-sig")
+REFRESH = _unsigned_jwt({"typ": "refresh+jwt"}, {"jti": "x"}, "REFRESH-1-sig")
 ALICE = "did:plc:aaaa"
 BOB = "did:plc:bbbb"
 
