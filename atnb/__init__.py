@@ -148,4 +148,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo beyond what IPython does itself."""
+    """Remove atnb's magics and its one-line error display: ``%unload_ext atnb``."""
+    from atnb.magics import unregister
+
+    unregister(ipython)
