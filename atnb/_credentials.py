@@ -16,7 +16,11 @@ the service and ``pds_url``, and keeps them in the store:
   memory and store and fires ``expired``;
 - ``last_used`` is written at most every :data:`LAST_USED_EVERY` seconds; a
   session unused by any kernel for ``settings.inactivity_timeout`` seconds
-  is revoked and cleared at its next use.
+  is revoked and cleared at its next use;
+- :func:`atnb.forget` stops this process's live sessions of the account,
+  so none saves it again;
+- a store that fails (keyring gone, disk full, no lock folder) costs a
+  WARNING, never a session or a call's result.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import datetime as _dt
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from atnb import _jwt, xrpc
+from atnb import store as _store
 from atnb.config import settings
 from atnb.errors import (
     AccountTakedownError,
@@ -51,29 +57,8 @@ LAST_USED_EVERY = 60.0
 
 _REJECTED = ("ExpiredToken", "InvalidToken", "AccountTakedown", "AccountDeactivated")
 
-
-class _NoStore:
-    """Persistence switched off (``Session(store=None)``)."""
-
-    name = "none"
-
-    def load(self, did: str) -> dict | None:
-        return None
-
-    def save(self, did: str, entry: dict) -> None:
-        return None
-
-    def delete(self, did: str) -> None:
-        return None
-
-    def index(self) -> dict:
-        return {"v": 1, "current": None, "accounts": {}}
-
-    def set_current(self, did: str | None) -> None:
-        return None
-
-    def lock(self, did: str) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
+_live: weakref.WeakSet = weakref.WeakSet()  # every session of this process
+_live_guard = threading.Lock()
 
 
 class Credentials:
@@ -92,7 +77,7 @@ class Credentials:
             service, allow_loopback_http=allow_loopback_http
         )
         self.pds_url: str | None = None
-        self.store = store if store is not None else _NoStore()
+        self.store = store if store is not None else _store.NullStore()
         self._transport = transport or xrpc.HTTPTransport()
         self._clock = clock or time.time
         self._lock = threading.RLock()
@@ -103,6 +88,8 @@ class Credentials:
         self._refresh: dict[str, Any] = {}
         self._last_used = 0.0
         self._last_saved_use = 0.0
+        with _live_guard:
+            _live.add(self)
 
     did = property(lambda self: self._info.get("did"))
 
@@ -130,6 +117,33 @@ class Credentials:
             headers["Authorization"] = f"Bearer {jwt}"
         request = xrpc.Request("POST", self.service, nsid, [], body, headers)
         return xrpc.call(request, self._transport)[0]
+
+    def _create(self, nsid: str, payload: dict) -> None:
+        """``createSession`` or ``createAccount``; events and store follow."""
+        try:
+            data = self._auth_call(nsid, data=payload)
+            self._adopt(data)
+        except AtnbError:
+            self._emit("create-failed")
+            raise
+
+        self._last_used = self._clock()
+        self._persist(current=True)
+        logger.info("session created for %s", self.handle)
+        if self.auth_kind == "password":
+            logger.warning(
+                "Logged in to %s with the main password; in notebooks an app "
+                "password is safer (create one in the account's settings).",
+                self.handle,
+            )
+        if self._info.get("active") is False:
+            logger.warning(
+                "The account %s is deactivated (status: %s); most calls will "
+                "fail until it is reactivated.",
+                self.handle,
+                self._info.get("status"),
+            )
+        self._emit("create")
 
     def _adopt(self, data: Any) -> None:
         """Take tokens and account fields from a session response."""
@@ -171,9 +185,17 @@ class Credentials:
             return None
 
     def _set_tokens(self, access_jwt: str | None, refresh_jwt: str | None) -> None:
-        self._access_jwt, self._refresh_jwt = access_jwt, refresh_jwt
+        # Claims before tokens: a reader takes the token first, then its claims.
         self._access = _claims(access_jwt)
         self._refresh = _claims(refresh_jwt)
+        self._access_jwt, self._refresh_jwt = access_jwt, refresh_jwt
+
+    def _due(self) -> bool:
+        """True when the access JWT is within the skew of ``exp`` (or has none)."""
+        exp = self._access.get("exp")
+        if not isinstance(exp, (int, float)):
+            return True
+        return exp - settings.refresh_skew <= self._clock()
 
     def refresh(self) -> None:
         """Refresh the tokens now (``refreshSession``)."""
@@ -181,6 +203,7 @@ class Credentials:
         self._refresh_now(self._access_jwt)
 
     def _refresh_if_due(self) -> None:
+        used = self._access_jwt  # first: a refresh may land between the reads
         exp = self._access.get("exp")
         if not isinstance(exp, (int, float)):
             return
@@ -188,7 +211,7 @@ class Credentials:
         if exp - settings.refresh_skew > now:
             return
         try:
-            self._refresh_now(self._access_jwt)
+            self._refresh_now(used)
         except (NetworkError, RateLimitError):
             if exp <= now:
                 raise
@@ -206,7 +229,9 @@ class Credentials:
             self._check_usable()
             did = self.did
             with self.store.lock(did):
-                if self._adopt_stored():
+                if self._take_stored() and not self._due():
+                    logger.info("using tokens refreshed by another process for %s", did)
+                    self._emit("update")
                     return
                 try:
                     data = self._auth_call(
@@ -230,30 +255,65 @@ class Credentials:
             logger.info("session refreshed for %s", self.handle)
             self._emit("update")
 
-    def _adopt_stored(self) -> bool:
-        """Take newer tokens another kernel stored; True when they are usable."""
+    def _take_stored(self) -> bool:
+        """Take the tokens another kernel stored, if they differ from ours."""
         entry = _safe(self.store.load, self.did)
         if not entry or entry.get("refresh_jwt") in (None, self._refresh_jwt):
             return False
         self._set_tokens(entry["access_jwt"], entry["refresh_jwt"])
-        exp = self._access.get("exp")
-        if (
-            isinstance(exp, (int, float))
-            and exp - settings.refresh_skew > self._clock()
-        ):
-            logger.info("using tokens refreshed by another process for %s", self.did)
-            self._emit("update")
-            return True
-        return False
+        return True
 
     def _clear(self) -> None:
-        """Forget the tokens, delete the stored entry, fire ``expired``."""
-        did = self.did
+        """Forget the tokens, delete the stored entry, fire ``expired``.
+
+        An entry holding another refresh JWT than ours is kept: a newer
+        login (another kernel's) wrote it.
+        """
+        did, dropped = self.did, self._refresh_jwt
         self._set_tokens(None, None)
-        _safe(self.store.delete, did)
+        stored = _safe(self.store.load, did)
+        if stored is None or stored.get("refresh_jwt") == dropped:
+            _safe(self.store.delete, did)
+        else:
+            logger.info("kept the stored session of %s: a newer login wrote it", did)
         self._on_cleared()
         logger.info("session cleared for %s", did)
         self._emit("expired")
+
+    def logout(self) -> bool:
+        """Revoke the session on the server and clear it here.
+
+        Local state (memory and store) is cleared first, even when the
+        server cannot be reached. The newest refresh JWT is revoked, also
+        when another kernel rotated it (ours too, when it differs). Returns
+        True when the server confirmed the revoke, False (with a warning)
+        when it did not.
+        """
+        with self._lock, _try_lock(self.store, self.did):
+            own = self._refresh_jwt
+            if own is None:
+                return False
+            self._take_stored()
+            newest, handle = self._refresh_jwt, self.handle
+            self._clear()
+
+        delete = "com.atproto.server.deleteSession"
+        if own != newest:  # a separate login of ours, or spent: best effort
+            with contextlib.suppress(AtnbError):
+                self._auth_call(delete, own)
+        try:
+            self._auth_call(delete, newest)
+        except AtnbError as exc:
+            logger.warning(
+                "Logged out %s here, but the server-side revoke was not "
+                "confirmed (%s); the session may stay valid on the server "
+                "until it expires.",
+                handle,
+                type(exc).__name__,
+            )
+            return False
+        logger.info("logged out %s; the server revoked the session", handle)
+        return True
 
     def _on_cleared(self) -> None:
         """Called when the tokens are dropped (the session forgets "current")."""
@@ -276,6 +336,8 @@ class Credentials:
             return
         with self._lock:
             refresh_jwt, handle = self._refresh_jwt, self.handle
+            if refresh_jwt is None:  # another thread closed it meanwhile
+                raise NotLoggedInError("This session is logged out")
             self._clear()
         with contextlib.suppress(AtnbError):
             self._auth_call("com.atproto.server.deleteSession", refresh_jwt)
@@ -285,16 +347,20 @@ class Credentials:
         )
 
     def _touch(self) -> None:
+        """Record a use; a store that fails here never costs the call's result."""
         now = self._clock()
         self._last_used = max(self._last_used, now)
         if now - self._last_saved_use < LAST_USED_EVERY:
             return
-        with self._lock, self.store.lock(self.did):
-            self._last_saved_use = now
-            entry = _safe(self.store.load, self.did)
-            if entry:
-                entry["last_used"] = now
-                _safe(self.store.save, self.did, entry)
+        self._last_saved_use = now
+        try:
+            with self._lock, self.store.lock(self.did):
+                entry = _safe(self.store.load, self.did)
+                if entry:
+                    entry["last_used"] = now
+                    _safe(self.store.save, self.did, entry)
+        except (StoreError, OSError) as exc:
+            logger.warning("could not record the use of %s: %s", self.did, exc)
 
     def _entry(self) -> dict:
         return {
@@ -316,6 +382,19 @@ class Credentials:
         _safe(self.store.save, self.did, self._entry())
         if current:
             _safe(self.store.set_current, self.did)
+
+    @classmethod
+    def _from_stored(cls, entry: dict, **kwargs: Any) -> Any:
+        """Like :meth:`_from_entry`; a one-line NotLoggedInError if unusable."""
+        try:
+            return cls._from_entry(entry, **kwargs)
+        except (AtnbError, KeyError, TypeError, ValueError) as exc:
+            reason = getattr(exc, "message", "") or type(exc).__name__
+        who = entry.get("handle") or entry.get("did")
+        raise NotLoggedInError(
+            f"The stored session for {who} cannot be used ({reason})",
+            hint="Log in again with %atlogin or atnb.login() to replace it.",
+        )
 
     @classmethod
     def _from_entry(cls, entry: dict, **kwargs: Any) -> Any:
@@ -341,9 +420,31 @@ def _safe(method: Callable, *args: Any) -> Any:
     """Call a store method; a store failure is a warning, not a lost call."""
     try:
         return method(*args)
-    except StoreError as exc:
-        logger.warning("session store: %s", exc)
+    except (StoreError, OSError) as exc:  # OSError: a full disk, a locked folder
+        logger.warning("session store: %s; the session goes on in this kernel", exc)
         return None
+
+
+def _try_lock(store: Any, did: str | None) -> contextlib.ExitStack:
+    """Hold ``store.lock(did)`` when it can be had; a warning when not."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(store.lock(did))
+    except (StoreError, OSError) as exc:
+        logger.warning("session store lock: %s", exc)
+    return stack
+
+
+@_store.on_forget
+def _forgotten(did: str) -> None:
+    """``atnb.forget`` removed ``did``: stop this process's live sessions of it."""
+    with _live_guard:
+        sessions = [s for s in _live if s.did == did and s.logged_in]
+    for session in sessions:
+        with session._lock:
+            if session.logged_in:
+                logger.info("stopping the live session of %s: it was forgotten", did)
+                session._clear()
 
 
 def _claims(jwt: str | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from atnb.errors import StoreError
@@ -82,15 +82,28 @@ def lock_dir() -> Path:
 
 
 @contextlib.contextmanager
-def refresh_lock(key: str, folder: Path | None = None) -> Iterator[None]:
+def refresh_lock(
+    key: str, folder: Path | Callable[[], Path] | None = None
+) -> Iterator[None]:
     """Hold the cross-process lock for ``key`` (a DID) for the ``with`` block.
 
-    Re-entrant in one thread. Raises :class:`StoreError` when another
-    process holds it for longer than :data:`LOCK_TIMEOUT` seconds.
+    ``folder`` (or a function that makes it) holds the lock files; None:
+    :func:`lock_dir`. Re-entrant in one thread. Raises :class:`StoreError` when another
+    process holds it for longer than :data:`LOCK_TIMEOUT` seconds. When no
+    lock file can be made (an unwritable home on a server), it serialises
+    this process's threads only and warns once: a session keeps working.
     """
     import filelock
 
-    path = (folder or lock_dir()) / f"{quote_key(key)}.lock"
+    try:
+        where = folder() if callable(folder) else folder
+        path = (where or lock_dir()) / f"{quote_key(key)}.lock"
+    except (OSError, StoreError) as exc:  # e.g. a read-only home on a server
+        _warn_no_lock_dir(exc)
+        with thread_lock(f"nofolder:{key}"):
+            yield
+        return
+
     with thread_lock(str(path)):
         held = _held.__dict__.setdefault("paths", set())
         if path in held:  # this thread has it already
@@ -106,12 +119,32 @@ def refresh_lock(key: str, folder: Path | None = None) -> Iterator[None]:
                 f"more than {LOCK_TIMEOUT:.0f} s",
                 hint="Check for a stuck kernel, then run this again.",
             ) from exc
+        except OSError as exc:
+            _warn_no_lock_dir(exc)
+            yield
+            return
         held.add(path)
         try:
             yield
         finally:
             held.discard(path)
             file_lock.release()
+
+
+_warned_no_lock_dir = False
+
+
+def _warn_no_lock_dir(exc: Exception) -> None:
+    global _warned_no_lock_dir
+    if not _warned_no_lock_dir:
+        _warned_no_lock_dir = True
+        logger.warning(
+            "cannot create session lock files (%s: %s); two kernels sharing a "
+            "session may now refresh it twice. Set XDG_RUNTIME_DIR or "
+            "XDG_STATE_HOME to a folder you can write.",
+            type(exc).__name__,
+            exc,
+        )
 
 
 @contextlib.contextmanager

@@ -59,6 +59,17 @@ TODO(#5): past about a dozen accounts the index exceeds Windows' cap of
 REQUIRED = ("did", "handle", "pds_url", "access_jwt", "refresh_jwt")
 
 
+class Entry(dict):
+    """A stored entry as read back: a dict whose ``repr`` hides the JWTs."""
+
+    def __repr__(self) -> str:
+        shown = {k: "<hidden>" if k in SECRET_KEYS else v for k, v in self.items()}
+        return f"Entry({shown!r})"
+
+
+SECRET_KEYS = ("access_jwt", "refresh_jwt")
+
+
 def dump(value: dict) -> str:
     """Compact JSON: no spaces, keys in a stable order."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -108,7 +119,7 @@ def parse_entry(text: str | None, did: str, *, where: str = "") -> dict | None:
     if problem is not None:
         _ignore(did, problem, where)
         return None
-    return value
+    return Entry(value)
 
 
 def parse_index(text: str | None, where: str = "") -> dict:
@@ -248,7 +259,7 @@ class BaseStore:
 
     def lock(self, did: str) -> AbstractContextManager:
         """The cross-process lock to hold while refreshing ``did``'s session."""
-        return _lock.refresh_lock(did, self._lock_dir())
+        return _lock.refresh_lock(did, self._lock_dir)
 
     def forget_cache(self) -> None:
         """Drop the cached index (the next read asks the backend)."""

@@ -165,7 +165,8 @@ class XRPCError(AtnbError):
         name = f"{error} " if error else ""
         code = f"(HTTP {status})" if status is not None else ""
         head = f"{where}{name}{code}".strip()
-        text = f"{head}: {message}" if message else head
+        one_line = " ".join(message.split())  # a server's text may hold breaks
+        text = f"{head}: {one_line}" if one_line else head
         super().__init__(text, hint=hint)
 
 

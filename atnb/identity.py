@@ -95,7 +95,7 @@ def _handle_problem(handle: str) -> str | None:
             return "a part between dots is longer than 63 characters"
         if label.startswith("-") or label.endswith("-"):
             return "a part between dots starts or ends with '-'"
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             return "it may hold only letters, digits, '-' and '.'"
 
     if labels[-1][0].isdigit():
@@ -116,11 +116,12 @@ def is_valid_handle(text: str) -> bool:
     return _handle_problem(text.lower()) is None
 
 
-def normalize_handle(text: str) -> str:
+def normalize_handle(text: str, *, echo: bool = True) -> str:
     """Turn a typed handle into its normal form, checking its syntax.
 
     Whitespace around it is trimmed, one leading ``@`` dropped and the rest
-    lower-cased. No request is made.
+    lower-cased. No request is made. With ``echo=False`` the error does not
+    repeat the text (at login it may be a password typed in the wrong place).
 
     >>> normalize_handle("@Alice.Test ")
     'alice.test'
@@ -133,6 +134,8 @@ def normalize_handle(text: str) -> str:
     Raises:
         InvalidHandleError: the result is not a valid handle.
     """
+    if not isinstance(text, str):
+        raise InvalidHandleError("A handle must be text, such as alice.test")
     handle = text.strip()
     if handle.startswith("@"):
         handle = handle[1:]
@@ -140,7 +143,8 @@ def normalize_handle(text: str) -> str:
 
     problem = _handle_problem(handle)
     if problem:
-        raise InvalidHandleError(f"{handle!r} is not a valid handle: {problem}")
+        shown = repr(handle) if echo else "The identifier"
+        raise InvalidHandleError(f"{shown} is not a valid handle: {problem}")
     return handle
 
 
@@ -152,19 +156,19 @@ def is_did(text: str) -> bool:
     >>> is_did("alice.test"), is_did("did:plc:")
     (False, False)
     """
-    return len(text) <= 2048 and _DID.match(text) is not None
+    return len(text) <= 2048 and _DID.fullmatch(text) is not None
 
 
 def _is_email(text: str) -> bool:
     return "@" in text and not text.startswith("@")
 
 
-def normalize_identifier(text: str) -> str:
+def normalize_identifier(text: str, *, echo: bool = True) -> str:
     """Normalise a login identifier: a handle, a DID or an email address.
 
     A handle is normalised as by :func:`normalize_handle`. A DID is kept as
     typed (only whitespace around it is dropped: never lower-cased). An email
-    is trimmed only.
+    is trimmed only. ``echo=False``: errors do not repeat the text.
 
     >>> normalize_identifier(" @Alice.Test")
     'alice.test'
@@ -176,17 +180,22 @@ def normalize_identifier(text: str) -> str:
     Raises:
         InvalidHandleError: not a valid handle, DID or email address.
     """
+    if not isinstance(text, str):
+        raise InvalidHandleError(
+            "The identifier must be text: a handle, a DID or an email address"
+        )
     stripped = text.strip()
     if stripped.startswith("did:"):
         if not is_did(stripped):
+            shown = repr(stripped) if echo else "The identifier"
             raise InvalidHandleError(
-                f"{stripped!r} is not a valid DID",
+                f"{shown} is not a valid DID",
                 hint="A DID looks like did:plc:... or did:web:example.com.",
             )
         return stripped
     if _is_email(stripped):
         return stripped
-    return normalize_handle(stripped)
+    return normalize_handle(stripped, echo=echo)
 
 
 # -- DID documents (pure) -------------------------------------------------------

@@ -22,7 +22,8 @@ Store. The session is saved after login and every refresh, and deleted on
 ``expired`` and logout; refreshes are serialised across threads and
 processes, and an unused session times out (see :mod:`atnb._credentials`).
 :func:`login` for an account stored with a valid session resumes it
-without sending the password.
+without sending the password; an entry that cannot be used is skipped with
+a warning. :func:`atnb.forget` stops a live session of that account here.
 
 Events, in AtpAgent's order: ``create``, ``create-failed``, ``update``,
 ``expired``, ``network-error``. ``session.on(event, callback)`` registers
@@ -53,7 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 from atnb import xrpc
 from atnb._credentials import Credentials, _number, _safe
 from atnb.errors import (
-    AtnbError,
+    InvalidHandleError,
     NotLoggedInError,
     ScopeError,
     SessionExpiredError,
@@ -283,59 +284,6 @@ class Session(Credentials):
             headers=exc.headers,
         ) from exc
 
-    def _create(self, nsid: str, payload: dict) -> None:
-        """``createSession`` or ``createAccount``; events and store follow."""
-        try:
-            data = self._auth_call(nsid, data=payload)
-            self._adopt(data)
-        except AtnbError:
-            self._emit("create-failed")
-            raise
-
-        self._last_used = self._clock()
-        self._persist(current=True)
-        logger.info("session created for %s", self.handle)
-        if self.auth_kind == "password":
-            logger.warning(
-                "Logged in to %s with the main password; in notebooks an app "
-                "password is safer (create one in the account's settings).",
-                self.handle,
-            )
-        if not self.active:
-            logger.warning(
-                "The account %s is deactivated (status: %s); most calls will "
-                "fail until it is reactivated.",
-                self.handle,
-                self.status,
-            )
-        self._emit("create")
-
-    def logout(self) -> bool:
-        """Revoke the session on the server and clear it here.
-
-        Local state (memory and store) is cleared first, even when the
-        server cannot be reached. Returns True when the server confirmed
-        the revoke, False (with a warning) when it did not.
-        """
-        with self._lock:
-            refresh_jwt, handle = self._refresh_jwt, self.handle
-            if refresh_jwt is None:
-                return False
-            self._clear()
-        try:
-            self._auth_call("com.atproto.server.deleteSession", refresh_jwt)
-        except AtnbError as exc:
-            logger.warning(
-                "Logged out %s here, but the server-side revoke was not "
-                "confirmed (%s); the session may stay valid on the server "
-                "until it expires.",
-                handle,
-                type(exc).__name__,
-            )
-            return False
-        logger.info("logged out %s; the server revoked the session", handle)
-        return True
-
     def _on_cleared(self) -> None:
         global _current
         with _current_guard:
@@ -378,7 +326,11 @@ def _resume_stored(identifier: str, service: str | None, **kwargs: Any):
     ) not in (entry.get("service"), entry.get("pds_url")):
         return None
 
-    session = Session._from_entry(entry, **kwargs)
+    try:
+        session = Session._from_stored(entry, **kwargs)
+    except NotLoggedInError as exc:
+        logger.warning("%s; sending the password instead", exc.message)
+        return None
     refresh_exp = _number(session._refresh.get("exp"))
     if refresh_exp and refresh_exp <= session._clock():
         return None
@@ -399,6 +351,26 @@ def _find_stored(identifier: str, store: Any, find_account: Callable) -> str | N
         if str(entry.get("email") or "").lower() == identifier.lower():
             return did
     return None
+
+
+def _identifier(identifier: Any, password: Any) -> str:
+    """The normalised identifier; its error never repeats what was typed.
+
+    Arguments given the wrong way round would put the password there.
+    """
+    from atnb.identity import is_did, is_valid_handle, normalize_identifier
+
+    try:
+        return normalize_identifier(identifier, echo=False)
+    except InvalidHandleError as exc:
+        error = exc
+    other = password.strip() if isinstance(password, str) else ""
+    if not (is_did(other) or is_valid_handle(other.removeprefix("@"))):
+        raise error
+    raise InvalidHandleError(
+        error.message,
+        hint="The arguments look swapped: pass the handle first, then the password.",
+    )
 
 
 def login(
@@ -423,9 +395,9 @@ def login(
         AuthFactorTokenRequired: check your email and pass ``auth_factor_token``.
         AuthenticationError: wrong identifier or password.
     """
-    from atnb.identity import normalize_identifier, pds_for
+    from atnb.identity import pds_for
 
-    identifier = normalize_identifier(identifier)
+    identifier = _identifier(identifier, password)
     kwargs = {"store": _get_store(store), "transport": transport, "clock": clock}
     resumed = _resume_stored(identifier, service, **kwargs)
     if resumed is not None:
@@ -456,9 +428,10 @@ def create_account(
     """Create an account (``createAccount``) and return its session."""
     from atnb.identity import normalize_handle
 
+    handle = normalize_handle(handle, echo=False)
     kwargs = {"store": _get_store(store), "transport": transport, "clock": clock}
     session = Session(service, **kwargs)
-    payload = {"handle": normalize_handle(handle), "email": email, "password": password}
+    payload = {"handle": handle, "email": email, "password": password}
     if invite_code:
         payload["inviteCode"] = invite_code
     session._create("com.atproto.server.createAccount", payload)
@@ -488,7 +461,7 @@ def resume(
         who = account or "the current account"
         raise NotLoggedInError(f"No stored session for {who}")
 
-    session = Session._from_entry(
+    session = Session._from_stored(
         entry, store=store_obj, transport=transport, clock=clock
     )
     _safe(store_obj.set_current, did)

@@ -41,6 +41,7 @@ __all__ = [
     "KeyringStore",
     "MemoryStore",
     "NoKeyringWarning",
+    "NullStore",
     "SessionStore",
     "accounts",
     "find_account",
@@ -71,6 +72,30 @@ class SessionStore(Protocol):
 
 class NoKeyringWarning(UserWarning):
     """No usable keyring: sessions are kept in memory only."""
+
+
+class NullStore:
+    """Persistence switched off: nothing is kept (``Session(store=None)``)."""
+
+    name = "none"
+
+    def load(self, did: str) -> dict | None:
+        return None
+
+    def save(self, did: str, entry: dict) -> None:
+        return None
+
+    def delete(self, did: str) -> None:
+        return None
+
+    def index(self) -> dict:
+        return {"v": 1, "current": None, "accounts": {}}
+
+    def set_current(self, did: str | None) -> None:
+        return None
+
+    def lock(self, did: str) -> AbstractContextManager:
+        return contextlib.nullcontext()
 
 
 class MemoryStore(BaseStore):
@@ -212,6 +237,12 @@ class KeyringStore(BaseStore):
             self._fall_back(type(exc).__name__)
             return fallback()
 
+    def lock(self, did: str) -> AbstractContextManager:
+        """The cross-process lock; a thread lock once sessions live in memory."""
+        if self.backend is None:
+            return self._memory.lock(did)
+        return super().lock(did)
+
     def _read(self, key: str) -> str | None:
         return self._use(
             lambda backend: backend.get_password(SERVICE, key),
@@ -339,7 +370,7 @@ def accounts(store: Any = None) -> list[dict]:
     """The stored accounts, most recently used first; never any JWT.
 
     Each item: ``handle``, ``did``, ``pds_url``, ``current`` (bool),
-    ``last_used`` (ISO 8601 UTC text as stored, or None).
+    ``last_used`` (epoch seconds as stored, or None).
     """
     store = _fresh(get_store(store))
     index = store.index()
@@ -355,8 +386,13 @@ def accounts(store: Any = None) -> list[dict]:
                 "last_used": entry.get("last_used"),
             }
         )
-    rows.sort(key=lambda row: str(row["last_used"] or ""), reverse=True)
+    rows.sort(key=lambda row: _number(row["last_used"]), reverse=True)
     return rows
+
+
+def _number(value: Any) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else 0.0
 
 
 _forget_hooks: list[Callable[[str], None]] = []

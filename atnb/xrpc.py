@@ -32,10 +32,12 @@ from typing import Any, Protocol
 
 from atnb.config import settings
 from atnb.errors import (
+    AtnbError,
     InsecureServiceError,
     InvalidNSIDError,
     NetworkError,
     ServerError,
+    XRPCError,
     error_from_response,
 )
 
@@ -80,7 +82,7 @@ def check_nsid(nsid: str) -> str:
     ...
     atnb.errors.InvalidNSIDError: 'app.bsky.feed.get-author' is not a valid NSID. An NSID looks like app.bsky.feed.getAuthorFeed.
     """  # noqa: E501
-    ok = isinstance(nsid, str) and len(nsid) <= 317 and _NSID.match(nsid)
+    ok = isinstance(nsid, str) and len(nsid) <= 317 and _NSID.fullmatch(nsid)
     if not ok or len(nsid.rpartition(".")[0]) > 253:
         raise InvalidNSIDError(f"{nsid!r} is not a valid NSID")
     return nsid
@@ -121,6 +123,11 @@ def check_service_url(url: str, *, allow_loopback_http: bool) -> str:
     """  # noqa: E501
     parts = urllib.parse.urlsplit(str(url).strip())
     scheme = parts.scheme.lower()
+    if "@" in parts.netloc:  # never echo the URL: it holds a password
+        raise InsecureServiceError(
+            "Refusing a service URL with a user name or password in it",
+            hint="Pass the URL without 'user:password@'.",
+        )
     if scheme == "https" and parts.hostname:
         return urllib.parse.urlunsplit(parts).rstrip("/")
 
@@ -184,11 +191,17 @@ class Request:
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """What came back: HTTP status, headers and the raw body."""
+    """What came back: HTTP status, headers and the raw body.
+
+    The ``repr`` gives the body's length only: a session response holds JWTs.
+    """
 
     status: int
-    headers: Mapping[str, str]
-    content: bytes = b""
+    headers: Mapping[str, str] = dataclasses.field(repr=False)
+    content: bytes = dataclasses.field(default=b"", repr=False)
+
+    def __repr__(self) -> str:
+        return f"Reply(status={self.status}, content=<{len(self.content)} bytes>)"
 
 
 class Transport(Protocol):
@@ -253,7 +266,11 @@ class HTTPTransport:
                 data=request.body,
                 headers=dict(request.headers),
                 timeout=timeout,
+                # A 307/308 would re-send a body (a password) to the new URL.
+                allow_redirects=request.method == "GET",
             )
+        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL):
+            response = None  # raised below, out of this block: the value may be secret
         except requests.Timeout as exc:
             raise NetworkError(
                 f"{request.nsid}: no answer from {_host(request)} within {timeout:g} s"
@@ -263,6 +280,12 @@ class HTTPTransport:
                 f"{request.nsid}: could not reach {_host(request)} "
                 f"({type(exc).__name__})"
             ) from exc
+        if response is None:
+            raise AtnbError(
+                f"{request.nsid}: a header value or the URL is malformed; nothing "
+                "was sent",
+                hint="Check headers=, proxy= and the parameters (no line breaks).",
+            )
         return Reply(response.status_code, response.headers, response.content)
 
 
@@ -332,6 +355,16 @@ def _decode(request: Request, reply: Reply) -> Any:
                 headers=headers,
             ) from None
 
+    if 300 <= reply.status < 400:
+        raise XRPCError(
+            f"the server redirected this call (HTTP {reply.status})",
+            status=reply.status,
+            nsid=request.nsid,
+            headers=headers,
+            hint="atnb follows no redirect that would re-send a request body; "
+            "pass the final URL as service=.",
+        )
+
     body: Any = reply.content
     if is_json or reply.content[:1] == b"{":
         try:
@@ -352,7 +385,8 @@ def encode_body(
 ) -> tuple[Any, dict[str, str]]:
     """Encode a procedure's input and set its ``Content-Type``.
 
-    A dict or list is sent as JSON; bytes or a file-like object are sent as
+    A dict or list is sent as JSON (datetimes as ISO 8601 text, UTC as
+    ``Z``); bytes or a file-like object are sent as
     they are, with the caller's ``Content-Type`` (default
     ``application/octet-stream``); None sends no body.
     """
@@ -366,7 +400,14 @@ def encode_body(
         return data if hasattr(data, "read") else bytes(data), out
     if not has_type:
         out["Content-Type"] = "application/json"
-    return json.dumps(data).encode("utf-8"), out
+    return json.dumps(data, default=_json_default).encode("utf-8"), out
+
+
+def _json_default(value: Any) -> Any:
+    """Datetimes in a procedure's input become ISO 8601 text, as in parameters."""
+    if hasattr(value, "isoformat"):
+        return _param_text(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
 def query(

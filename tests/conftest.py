@@ -32,7 +32,9 @@ def _dead_settings() -> None:
     atnb.settings.entryway = DEAD_HTTP
     atnb.settings.public_appview = DEAD_HTTP
     atnb.settings.nameservers = [DEAD_DNS]
-    atnb.settings.host_map = {}
+    # Every https://<name>/.well-known look-up goes to a dead loopback port,
+    # never to the system resolver.
+    atnb.settings.host_map = {"*": DEAD_HTTP}
     atnb.settings.resolve_timeout = 1.0
 
 

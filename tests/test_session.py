@@ -587,24 +587,30 @@ def test_takedown_on_create_session_c12(pds, clock):
     assert store_mod.MemoryStore().load(DID) is None
 
 
-def test_refresh_storm_from_32_threads_is_one_refresh(pds, clock):
-    s = login(pds, clock)
-    expire_access(s, clock)
-    barrier = threading.Barrier(32)
+def storm(call, n: int = 32) -> tuple[list, list]:
+    """Run ``call`` in ``n`` threads released at once: (results, failures)."""
+    barrier = threading.Barrier(n)
     results, failures = [], []
 
     def work():
         barrier.wait()
         try:
-            results.append(s.query("a.b.c")["ok"])
-        except Exception as exc:  # pragma: no cover - reported below
+            results.append(call())
+        except Exception as exc:  # pragma: no cover - reported by the caller
             failures.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(32)]
+    threads = [threading.Thread(target=work) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results, failures
+
+
+def test_refresh_storm_from_32_threads_is_one_refresh(pds, clock):
+    s = login(pds, clock)
+    expire_access(s, clock)
+    results, failures = storm(lambda: s.query("a.b.c")["ok"])
     assert failures == [] and len(results) == 32
     assert pds.count("com.atproto.server.refreshSession") == 1
 
@@ -800,7 +806,8 @@ def test_importing_the_session_module_stays_cheap():
 
     code = (
         "import sys, atnb, atnb.session, atnb.xrpc, atnb._jwt; "
-        "heavy = {'requests', 'pandas', 'keyring', 'IPython', 'ipywidgets'}; "
+        "heavy = {'requests', 'pandas', 'keyring', 'IPython', 'ipywidgets', "
+        "'filelock', 'dns'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

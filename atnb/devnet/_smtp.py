@@ -52,7 +52,12 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        import logging
+
         from aiosmtpd.controller import Controller
+
+        # aiosmtpd logs whole mails (sign-in codes included) at DEBUG.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
