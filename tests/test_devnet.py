@@ -11,6 +11,8 @@ import time
 import pytest
 import requests
 
+from atnb.devnet import MissingSystemPiece
+
 pytestmark = pytest.mark.devnet
 
 
@@ -235,3 +237,32 @@ def test_cli_up_status_down(tmp_path):
         pid for pid in pids if pid in alive and not alive[pid].startswith("Z")
     ] == []
     assert not (tmp_path / "net").exists()
+
+
+def test_missing_postgres_says_what_to_install(monkeypatch):
+    from atnb.devnet import _postgres
+
+    monkeypatch.setattr(_postgres.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(_postgres.shutil, "which", lambda name: None)
+    with pytest.raises(MissingSystemPiece, match="apt-get install -y postgresql"):
+        _postgres._bindir()
+
+
+def test_missing_npm_says_what_to_install(monkeypatch):
+    from atnb.devnet import _install
+
+    monkeypatch.setattr(_install.shutil, "which", lambda name: None)
+    with pytest.raises(MissingSystemPiece, match="apt-get install -y nodejs npm"):
+        _install._npm()
+
+
+def test_cli_without_a_running_devnet(tmp_path):
+    env = {**os.environ, "ATNB_DEVNET_DIR": str(tmp_path / "none")}
+    status = subprocess.run(
+        [sys.executable, "-m", "atnb.devnet", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 1
+    assert status.stdout.strip() == "not running"
