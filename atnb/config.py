@@ -16,6 +16,8 @@ Environment variables:
     ATNB_STORE_PATH: the folder of the file store.
     ATNB_INACTIVITY_TIMEOUT: seconds; 0 disables (default 14 days).
     ATNB_RESOLVE_TIMEOUT: seconds for each identity look-up (default 3).
+    ATNB_DIRECT_PUBLIC_READS: ``1`` sends public ``app.bsky.*`` reads of
+        frames straight to the public AppView even with a session.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Settings:
     request_timeout: float = 30.0
     refresh_skew: float = 120.0
     inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT
+    direct_public_reads: bool = False
     store: str = "keyring"
     store_path: Path = dataclasses.field(default_factory=_default_store_path)
 
@@ -80,6 +83,8 @@ class Settings:
             new.inactivity_timeout = float(env["ATNB_INACTIVITY_TIMEOUT"])
         if env.get("ATNB_RESOLVE_TIMEOUT"):
             new.resolve_timeout = float(env["ATNB_RESOLVE_TIMEOUT"])
+        direct = env.get("ATNB_DIRECT_PUBLIC_READS", "").strip().lower()
+        new.direct_public_reads = direct in ("1", "true", "yes")
         return new
 
     def reset(self) -> None:
