@@ -203,9 +203,15 @@ class Session(Credentials):
         headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
         timeout: float | None = None,
+        raw_json: bool = False,
     ) -> tuple[Any, Mapping[str, str]]:
-        """Like :meth:`query`, returning ``(data, response headers)``."""
-        return self._send("GET", nsid, params, None, headers, proxy, timeout)
+        """Like :meth:`query`, returning ``(data, response headers)``.
+
+        With ``raw_json`` a JSON body comes back as its bytes, unparsed.
+        """
+        return self._send(
+            "GET", nsid, params, None, headers, proxy, timeout, raw_json=raw_json
+        )
 
     def procedure(
         self,
@@ -229,7 +235,9 @@ class Session(Credentials):
 
         return frame(nsid, params, session=self, **kwargs)
 
-    def _send(self, method, nsid, params, data, headers, proxy, timeout):
+    def _send(
+        self, method, nsid, params, data, headers, proxy, timeout, raw_json=False
+    ):
         xrpc.check_nsid(nsid)
         body, extra = xrpc.encode_body(data, headers)
         if hasattr(body, "read"):
@@ -242,27 +250,38 @@ class Session(Credentials):
         self._refresh_if_due()
         used = self._access_jwt
         try:
-            result = self._call(method, nsid, pairs, body, extra, timeout, used)
+            result = self._call(
+                method, nsid, pairs, body, extra, timeout, used, raw_json
+            )
         except XRPCError as exc:
             if not self._should_refresh(exc):
                 self._raise_scoped(exc)
             self._refresh_now(used)
             try:
                 result = self._call(
-                    method, nsid, pairs, body, extra, timeout, self._access_jwt
+                    method,
+                    nsid,
+                    pairs,
+                    body,
+                    extra,
+                    timeout,
+                    self._access_jwt,
+                    raw_json,
                 )
             except XRPCError as again:
                 self._raise_scoped(again)
         self._touch()
         return result
 
-    def _call(self, method, nsid, pairs, body, headers, timeout, access_jwt):
+    def _call(
+        self, method, nsid, pairs, body, headers, timeout, access_jwt, raw_json=False
+    ):
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         headers["Authorization"] = f"Bearer {access_jwt}"
         request = xrpc.Request(
             method, self.pds_url or self.service, nsid, pairs, body, headers, timeout
         )
-        return xrpc.call(request, self._transport)
+        return xrpc.call(request, self._transport, raw_json=raw_json)
 
     def _should_refresh(self, exc: XRPCError) -> bool:
         if exc.error == "InvalidToken" and self.auth_kind in _APP_KINDS:

@@ -293,11 +293,14 @@ def _host(request: Request) -> str:
     return urllib.parse.urlsplit(request.service).netloc
 
 
-def call(request: Request, transport: Transport) -> tuple[Any, Mapping[str, str]]:
+def call(
+    request: Request, transport: Transport, *, raw_json: bool = False
+) -> tuple[Any, Mapping[str, str]]:
     """Send ``request`` and return ``(data, headers)`` or raise a typed error.
 
-    ``data`` is the parsed JSON body, the raw bytes of a non-JSON body, or
-    None for an empty one. A failed call raises what
+    ``data`` is the parsed JSON body (its bytes, unparsed, with ``raw_json``:
+    frames hand pages straight to Arrow's JSON reader), the raw bytes of a
+    non-JSON body, or None for an empty one. A failed call raises what
     :func:`atnb.errors.error_from_response` builds for it.
     """
     started = time.perf_counter()
@@ -324,7 +327,7 @@ def call(request: Request, transport: Transport) -> tuple[Any, Mapping[str, str]
         auth,
         ms,
     )
-    return _decode(request, reply), _headers(reply.headers)
+    return _decode(request, reply, raw_json), _headers(reply.headers)
 
 
 def _headers(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -335,7 +338,7 @@ def _headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return CaseInsensitiveDict(dict(headers or {}))
 
 
-def _decode(request: Request, reply: Reply) -> Any:
+def _decode(request: Request, reply: Reply, raw_json: bool = False) -> Any:
     headers = _headers(reply.headers)
     content_type = headers.get("content-type", "") or ""
     is_json = "json" in content_type.lower()
@@ -343,7 +346,7 @@ def _decode(request: Request, reply: Reply) -> Any:
     if 200 <= reply.status < 300:
         if not reply.content:
             return None
-        if not is_json:
+        if not is_json or raw_json:
             return reply.content
         try:
             return json.loads(reply.content)
@@ -419,12 +422,13 @@ def query(
     timeout: float | None = None,
     http: Any = None,
     transport: Transport | None = None,
+    raw_json: bool = False,
 ) -> tuple[Any, Mapping[str, str]]:
     """An unauthenticated XRPC query: ``(data, response headers)``.
 
     ``service`` is a URL the caller chose (``http://`` allowed for loopback
     only). ``http`` is an optional ``requests.Session`` to reuse, or pass a
-    whole ``transport``.
+    whole ``transport``. ``raw_json`` returns a JSON body's bytes unparsed.
     """
     check_nsid(nsid)
     service = check_service_url(service, allow_loopback_http=True)
@@ -438,7 +442,7 @@ def query(
     )
     if transport is None:
         transport = HTTPTransport(http) if http is not None else _shared_transport()
-    return call(request, transport)
+    return call(request, transport, raw_json=raw_json)
 
 
 def _shared_transport() -> HTTPTransport:

@@ -258,8 +258,8 @@ def p3(items: int, runs: int, templates: list[dict] | None) -> None:
             f"{mb / base_mb:>10.2f}x{rows[0]['rows']:>9}{rows[0]['cols']:>6}"
         )
     print(
-        "atnb-raw: unauthenticated/direct reads (Arrow parses page bytes); "
-        "atnb-dict: session reads (atnb.xrpc parses JSON first)."
+        "atnb-raw: page bytes to Arrow (public, service= and atnb.Session reads); "
+        "atnb-dict: a custom SessionManager that hands over parsed pages."
     )
 
 

@@ -273,6 +273,7 @@ def test_server_error_mid_pull_keeps_rows(alice, front, kind):
 
 def test_to_parquet_and_iter_frames(alice, devnet, tmp_path, monkeypatch):
     monkeypatch.setattr("atnb._parquet.BATCH_ROWS", 30)
+    monkeypatch.setattr("atnb._pull.BATCH_BYTES", 20_000)  # raw pages, small batches
     path = alice.frame(
         FEED,
         actor="alice.test",
