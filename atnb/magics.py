@@ -13,39 +13,48 @@ password there: it is never asked for an emailed sign-in code.
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
-import os
-import re
-import shlex
 from typing import Any
 
-from IPython.core.error import StdinNotImplementedError, UsageError
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from atnb import widgets
+from atnb import _magic_login, widgets
+from atnb._magic_args import (
+    json_body,
+    max_items,
+    not_a_session_method,
+    one_line,
+    output_name,
+    params,
+    parse,
+    require,
+)
 from atnb.errors import (
     AtnbError,
-    AuthFactorTokenRequired,
     LoginPendingError,
     NotLoggedInError,
     SessionExpiredError,
 )
 
-__all__ = ["AtnbMagics", "register"]
+__all__ = ["AtnbMagics", "register", "unregister"]
 
 logger = logging.getLogger(__name__)
 
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STATES = (SessionExpiredError, LoginPendingError, NotLoggedInError)
 STORES = ("keyring", "file", "memory")
+NSID_EXAMPLE = "e.g. %xrpc app.bsky.actor.getProfile actor=alice.bsky.social"
 
 
 def register(ipython: Any) -> None:
-    """Register the magics and the one-line display of session errors."""
+    """Register the magics and the one-line display of session errors.
+
+    Every login of this kernel, ``atnb.login()`` too, is noted so that the
+    form offered after the session ends has the identifier filled in.
+    """
     ipython.register_magics(AtnbMagics)
+    _note_every_login()
     # Session errors raised by Python calls (atnb.frame, session.query) show
     # as one line and offer the form again; only if no other handler is set.
     if not ipython.custom_exceptions:
@@ -53,9 +62,30 @@ def register(ipython: Any) -> None:
 
 
 def unregister(ipython: Any) -> None:
-    """Remove the error handler :func:`register` installed."""
+    """Remove the magics and the error handler :func:`register` installed."""
     if ipython.custom_exceptions == _STATES:
         ipython.set_custom_exc((), None)
+    manager = ipython.magics_manager
+    for kind, names in AtnbMagics.magics.items():
+        for name in names:
+            bound = manager.magics[kind].get(name)
+            if isinstance(getattr(bound, "__self__", None), AtnbMagics):
+                del manager.magics[kind][name]
+    manager.registry.pop(AtnbMagics.__name__, None)
+    form = widgets.pending_form()
+    if form is not None:
+        form.close("Login cancelled: atnb was unloaded.")
+
+
+_noting: list[bool] = []
+
+
+def _note_every_login() -> None:
+    from atnb import session
+
+    if not _noting:  # once per process: listeners cannot be removed
+        session.on("create", lambda _event, new: widgets.remember(new))
+        _noting.append(True)
 
 
 def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset=None):
@@ -63,16 +93,9 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         value = LoginPendingError("A login form is waiting for you")
     elif not getattr(value, "_atnb_shown", False):
         _offer_login_again(value)
-    stb = _one_line(value)._render_traceback_()
+    stb = one_line(value)._render_traceback_()
     shell._showtraceback(type(value), value, stb)
     return stb
-
-
-def _one_line(exc: BaseException) -> BaseException:
-    """Make IPython show ``exc`` as one line instead of a traceback."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    exc._render_traceback_ = lambda: [text]
-    return exc
 
 
 def _in_kernel(shell: Any) -> bool:
@@ -115,35 +138,37 @@ class AtnbMagics(Magics):
         --prompt, the questions are asked as text. When ATNB_IDENTIFIER and
         ATNB_PASSWORD are set (CI, papermill) they are used, with ATNB_SERVICE.
         """
-        args = self._parse(self.atlogin, line)
+        args = parse(self.atlogin, line)
         api = _session_api()
-        store = args.store
-        identifier, service = args.identifier, args.service
-        env_identifier = os.environ.get("ATNB_IDENTIFIER", "").strip()
-        env_password = os.environ.get("ATNB_PASSWORD", "")
-        from_env = bool(env_identifier and env_password)
-        if from_env or not identifier:
-            identifier = env_identifier or identifier
-        if os.environ.get("ATNB_SERVICE") and (from_env or not service):
-            service = os.environ["ATNB_SERVICE"].strip()
+        identifier, service, env_password = _magic_login.login_inputs(args)
+        store, message = args.store, None
 
-        message = None
         try:
             session = self._resume(api, identifier, store)
         except SessionExpiredError as exc:
             identifier = identifier or widgets.last_identity(exc)
-            service = service or widgets._last_seen.get("service")
+            service = service or widgets.last_seen("service")
+            store = store or widgets.last_seen("store")
             message = "The stored session ended; log in again."
             session = None
         if session is not None:
-            print(_describe(session) + " (resumed; no new login)")
-            return None
+            return _logged_in(session, " (resumed; no new login)")
 
-        if from_env:
-            return self._login_from_env(api, identifier, env_password, service, store)
+        if env_password:
+            logger.info("%%atlogin: logging in from ATNB_IDENTIFIER (%s)", identifier)
+            return _logged_in(
+                _magic_login.login_from_env(
+                    api, identifier, env_password, service, store
+                )
+            )
+        # Offer the account seen last in this kernel, kept where it was kept.
+        suggested = widgets.last_identity()
+        if not identifier and store is None:
+            store = widgets.last_seen("store")
         if args.prompt or not _in_kernel(self.shell):
-            return self._login_by_prompt(api, identifier, service, store, message)
-        self._show_form(identifier, service, store, message)
+            login = _magic_login.Login(api, identifier, service, store, message)
+            return _logged_in(login.by_prompt(suggested))
+        self._show_form(identifier or suggested, service, store, message)
         return None
 
     @magic_arguments()
@@ -155,7 +180,7 @@ class AtnbMagics(Magics):
         The local copy is removed even when the server cannot be reached; the
         message then says the revoke on the server was not confirmed.
         """
-        args = self._parse(self.atlogout, line)
+        args = parse(self.atlogout, line)
         api = _session_api()
         form = widgets.pending_form()
         if form is not None:
@@ -188,9 +213,10 @@ class AtnbMagics(Magics):
 
         Resumes a stored session if this kernel has none.
         """
-        self._parse(self.atwhoami, line)
-        session = self._require_session()
-        print(_describe(session))
+        parse(self.atwhoami, line)
+        session = self._session_for(None)
+        self._run(_magic_login.check_alive, session)
+        print(widgets.describe_session(session))
 
     @magic_arguments()
     @argument("nsid", help="the method, e.g. app.bsky.feed.searchPosts")
@@ -204,25 +230,31 @@ class AtnbMagics(Magics):
         """Call an XRPC query and get a DataFrame (or the JSON with --raw).
 
         Example: %xrpc app.bsky.feed.searchPosts q="climate policy" --all --max 500
-        Values quote as in a shell; a key given twice becomes a list.
+        Values quote as in a shell; a key given twice becomes a list. Before
+        any login, public app.bsky reads go to the public AppView.
         """
-        args = self._parse(self.xrpc, line, intermixed=True)
-        params = _params(args.params)
-        if args.raw and (args.all or args.max is not None):
+        if not line.strip():
+            raise UsageError(f"%xrpc needs an NSID, {NSID_EXAMPLE}")
+        args = parse(self.xrpc, line, intermixed=True)
+        nsid = not_a_session_method(require(_check_nsid, args.nsid))
+        query, limit = params(args.params), max_items(args.max)
+        if args.raw and (args.all or limit is not None):
             raise UsageError("--raw returns one answer; drop --all/--max or --raw")
-        output = _output_name(args.output)
-        session = self._require_session()
+        output = output_name(args.output)
+        session = self._session_for(nsid)
 
-        if args.raw:
-            result = self._run(session.query, args.nsid, params)
+        if args.raw and session is None:
+            result = self._run(_public_query, nsid, query)
+        elif args.raw:
+            result = self._run(session.query, nsid, query)
         else:
             result = self._run(
                 _frame(),
-                args.nsid,
-                params,
+                nsid,
+                query,
                 session=session,
-                all_pages=args.all or args.max is not None,
-                max_items=args.max,
+                all_pages=args.all or limit is not None,
+                max_items=limit,
                 keep_rows_in=output,
             )
         return self._deliver(result, output)
@@ -239,33 +271,19 @@ class AtnbMagics(Magics):
         %%xrpc com.atproto.repo.createRecord
         and continues with {"repo": "alice.test", "collection": ..., "record": ...}.
         """
-        args = self._parse(self.xrpc_cell, line, intermixed=True)
-        params = _params(args.params)
-        output = _output_name(args.output)
-        try:
-            data = json.loads(cell) if cell.strip() else None
-        except json.JSONDecodeError as exc:
+        if not line.strip():
             raise UsageError(
-                f"The cell body is not valid JSON (line {exc.lineno} column "
-                f"{exc.colno}: {exc.msg}); fix it and run the cell again."
-            ) from None
-        session = self._require_session()
-        result = self._run(session.procedure, args.nsid, data, params=params or None)
+                "%%xrpc needs an NSID, e.g. %%xrpc com.atproto.repo.createRecord"
+            )
+        args = parse(self.xrpc_cell, line, intermixed=True, cell=True)
+        nsid = not_a_session_method(require(_check_nsid, args.nsid))
+        query, output = params(args.params), output_name(args.output)
+        data = json_body(cell)
+        session = self._session_for(None)
+        result = self._run(session.procedure, nsid, data, params=query or None)
         return self._deliver(result, output)
 
     # -- helpers ---------------------------------------------------------------
-
-    def _parse(self, func: Any, line: str, *, intermixed: bool = False) -> Any:
-        try:
-            argv = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"{exc}; close the quote and run it again") from None
-        parser = func.parser
-        return (
-            parser.parse_intermixed_args(argv)
-            if intermixed
-            else parser.parse_args(argv)
-        )
 
     def _run(
         self, func: Any, *args: Any, keep_rows_in: str | None = None, **kwargs: Any
@@ -278,7 +296,7 @@ class AtnbMagics(Magics):
             return func(*args, **kwargs)
         except SessionExpiredError as exc:
             _offer_login_again(exc)
-            raise _one_line(exc) from None
+            raise one_line(exc) from None
         except AtnbError as exc:
             rows = getattr(exc, "frame", None)
             if keep_rows_in and rows is not None:
@@ -287,12 +305,13 @@ class AtnbMagics(Magics):
                     f"{exc.message.rstrip('. ')} ({len(rows)} rows fetched before "
                     f"it are in {keep_rows_in})"
                 )
-            raise _one_line(exc) from None
+            raise one_line(exc) from None
 
     def _resume(self, api: Any, identifier: str | None, store: str | None) -> Any:
         current = api.current_session()
-        if current is not None and _matches(current, identifier):
+        if current is not None and _magic_login.matches(current, identifier):
             widgets.remember(current)
+            _magic_login.check_alive(current)
             return current
         try:
             session = api.resume(identifier, store=store)
@@ -301,83 +320,31 @@ class AtnbMagics(Magics):
         except SessionExpiredError:
             raise
         except AtnbError as exc:
-            raise _one_line(exc) from None
+            raise one_line(exc) from None
         widgets.remember(session)
-        _check_alive(session)
+        _magic_login.check_alive(session)
         return session
 
-    def _require_session(self) -> Any:
+    def _session_for(self, nsid: str | None) -> Any:
+        """The session to call with; None for a public read before any login.
+
+        Raises LoginPendingError while a form waits, else NotLoggedInError.
+        """
         api = _session_api()
         session = api.current_session()
+        if session is None and widgets.pending_form() is not None:
+            exc = LoginPendingError("A login form is waiting for you")
+            exc._atnb_shown = True
+            raise one_line(exc)
+        if session is None:
+            session = self._run(_resume_or_none, api)
         if session is not None:
             widgets.remember(session)
             return session
-        if widgets.pending_form() is not None:
-            exc = LoginPendingError("A login form is waiting for you")
-            exc._atnb_shown = True
-            raise _one_line(exc)
-        session = self._run(_resume_or_none, api)
-        if session is None:
-            raise _one_line(NotLoggedInError("Not logged in"))
-        widgets.remember(session)
-        return session
-
-    def _login_from_env(
-        self, api: Any, identifier: str, password: str, service: Any, store: Any
-    ) -> None:
-        logger.info("%%atlogin: logging in from ATNB_IDENTIFIER (%s)", identifier)
-        try:
-            session = api.login(identifier, password, service=service, store=store)
-        except AuthFactorTokenRequired:
-            raise _one_line(
-                AtnbError(
-                    "The account asked for an emailed sign-in code, which a "
-                    "non-interactive run cannot give",
-                    hint="Put an app password in ATNB_PASSWORD; it needs no code.",
-                )
-            ) from None
-        except AtnbError as exc:
-            raise _one_line(exc) from None
-        widgets.remember(session)
-        print(_describe(session))
-
-    def _login_by_prompt(
-        self,
-        api: Any,
-        identifier: str | None,
-        service: Any,
-        store: Any,
-        message: str | None,
-    ) -> None:
-        if message:
-            print(message)
-        try:
-            if not identifier:
-                identifier = input("Handle, DID or email: ").strip()
-            password = getpass.getpass("Password (an app password is recommended): ")
-            try:
-                session = api.login(identifier, password, service=service, store=store)
-            except AuthFactorTokenRequired:
-                code = getpass.getpass("Sign-in code (sent to your email): ").strip()
-                session = api.login(
-                    identifier,
-                    password,
-                    auth_factor_token=code,
-                    service=service,
-                    store=store,
-                )
-        except (StdinNotImplementedError, EOFError):
-            raise _one_line(
-                AtnbError(
-                    "This frontend cannot ask for a password",
-                    hint="Set ATNB_IDENTIFIER and ATNB_PASSWORD, or run %atlogin "
-                    "without --prompt in JupyterLab.",
-                )
-            ) from None
-        except AtnbError as exc:
-            raise _one_line(exc) from None
-        widgets.remember(session)
-        print(_describe(session))
+        if nsid is not None and _public_read(nsid):
+            logger.info("%s: not logged in; reading from the public AppView", nsid)
+            return None
+        raise one_line(NotLoggedInError("Not logged in"))
 
     def _show_form(
         self, identifier: str | None, service: Any, store: Any, message: str | None
@@ -392,7 +359,6 @@ class AtnbMagics(Magics):
             service=service,
             store=store,
             message=message,
-            on_login=widgets.remember,
         )
         display(form)
 
@@ -408,29 +374,40 @@ class AtnbMagics(Magics):
         return None
 
 
+def _logged_in(session: Any, note: str = "") -> None:
+    """Show the session %atlogin found or made; close a form left waiting."""
+    widgets.remember(session)
+    form = widgets.pending_form()
+    if form is not None:
+        form.close("Closed: logged in by a later %atlogin.")
+    print(widgets.describe_session(session) + note)
+
+
+def _check_nsid(nsid: str) -> str:
+    from atnb.xrpc import check_nsid
+
+    return check_nsid(nsid)
+
+
+def _public_read(nsid: str) -> bool:
+    """True for an ``app.bsky`` read the public AppView answers without login."""
+    from atnb.frames import _VIEWER_ONLY
+
+    return nsid.startswith("app.bsky.") and nsid not in _VIEWER_ONLY
+
+
+def _public_query(nsid: str, query: dict[str, Any]) -> Any:
+    from atnb import xrpc
+    from atnb.config import settings
+
+    data, _headers = xrpc.query(settings.public_appview, nsid, query)
+    return data
+
+
 def _frame() -> Any:
     from atnb.frames import frame
 
     return frame
-
-
-def _check_alive(session: Any) -> None:
-    """Refresh a resumed session whose access JWT ran out, to know it is valid.
-
-    Raises SessionExpiredError when the server refuses; a network error is
-    one line (the stored session is kept).
-    """
-    import datetime as dt
-
-    expires = getattr(session, "access_expires_at", None)
-    if expires is None or expires > dt.datetime.now(dt.timezone.utc):
-        return
-    try:
-        session.refresh()
-    except SessionExpiredError:
-        raise
-    except AtnbError as exc:
-        raise _one_line(exc) from None
 
 
 def _resume_or_none(api: Any) -> Any:
@@ -438,42 +415,3 @@ def _resume_or_none(api: Any) -> Any:
         return api.resume()
     except NotLoggedInError:
         return None
-
-
-def _matches(session: Any, identifier: str | None) -> bool:
-    if not identifier:
-        return True
-    wanted = identifier.strip().lstrip("@").lower()
-    names = (getattr(session, n, None) for n in ("handle", "did", "email"))
-    return any(isinstance(n, str) and n.lower() == wanted for n in names)
-
-
-def _params(items: list[str]) -> dict[str, Any]:
-    """Turn ``key=value`` words into parameters; a repeated key makes a list.
-
-    >>> _params(["q=climate policy", "tag=a", "tag=b"])
-    {'q': 'climate policy', 'tag': ['a', 'b']}
-    """
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(
-                f"expected key=value, got {item!r}; quote values with spaces: "
-                'q="climate policy"'
-            )
-        if key in params:
-            old = params[key]
-            params[key] = [*old, value] if isinstance(old, list) else [old, value]
-        else:
-            params[key] = value
-    return params
-
-
-def _output_name(name: str | None) -> str | None:
-    if name is not None and not _VARIABLE.match(name):
-        raise UsageError(f"-o needs a Python variable name, not {name!r}")
-    return name
-
-
-_describe = widgets.describe_session

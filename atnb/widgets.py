@@ -27,12 +27,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from atnb.errors import AtnbError, AuthenticationError, AuthFactorTokenRequired
+from atnb.errors import (
+    AtnbError,
+    AuthenticationError,
+    AuthFactorTokenRequired,
+    NetworkError,
+    ResolutionError,
+)
 
 __all__ = [
     "LoginForm",
     "describe_session",
     "last_identity",
+    "last_seen",
     "login_widget",
     "offer_again",
     "pending_form",
@@ -49,6 +56,19 @@ PLAIN_TEXT = (
     "atnb login form: it needs a frontend that shows widgets (JupyterLab, "
     "Notebook 7, VS Code). Elsewhere run %atlogin --prompt, or set "
     "ATNB_IDENTIFIER and ATNB_PASSWORD."
+)
+
+RESOLUTION_HINT = (
+    "Check the handle, or give your PDS's URL: %atlogin <handle> --service URL."
+)
+OFFLINE_HINT = "Check the connection, then press Log in again."
+CODE_SENT = (
+    "The server sent a sign-in code to the account's email; "
+    "enter it above and press Log in."
+)
+CODE_REJECTED = (
+    "That sign-in code was not accepted; enter the latest code from your "
+    "email and press Log in."
 )
 
 _waiting: list[LoginForm] = []
@@ -92,11 +112,21 @@ _last_seen: dict[str, str] = {}
 
 
 def remember(session: Any) -> None:
-    """Note who was logged in (handle, DID, service) to refill a later form."""
-    for name in ("handle", "did", "service"):
-        value = getattr(session, name, None)
-        if value:
+    """Note who was logged in (handle, DID, service, store) to refill a form."""
+    store = getattr(getattr(session, "store", None), "name", None)
+    for name, value in [
+        ("handle", getattr(session, "handle", None)),
+        ("did", getattr(session, "did", None)),
+        ("service", getattr(session, "service", None)),
+        ("store", store if store in ("keyring", "file", "memory") else None),
+    ]:
+        if isinstance(value, str) and value:
             _last_seen[name] = value
+
+
+def last_seen(name: str) -> str | None:
+    """What :func:`remember` noted last: ``handle``, ``did``, ``service``, ``store``."""
+    return _last_seen.get(name)
 
 
 def last_identity(exc: BaseException | None = None) -> str | None:
@@ -121,8 +151,8 @@ def offer_again(exc: BaseException | None = None) -> LoginForm | None:
     form = login_widget(
         last_identity(exc),
         service=_last_seen.get("service"),
+        store=_last_seen.get("store"),
         message="The session ended; log in again to continue.",
-        on_login=remember,
     )
     display(form)
     return form
@@ -157,7 +187,11 @@ def _one_line(exc: BaseException) -> str:
     """The error as one readable line (atnb messages carry no secrets)."""
     if isinstance(exc, AuthenticationError):
         return "Wrong identifier or password. An app password is recommended."
-    if isinstance(exc, AtnbError):
+    if isinstance(exc, ResolutionError) and "service=" in exc.hint:
+        text = f"{exc.message.rstrip('. ')}. {RESOLUTION_HINT}"
+    elif isinstance(exc, NetworkError):
+        text = f"{exc.message.rstrip('. ')}. {OFFLINE_HINT}"
+    elif isinstance(exc, AtnbError):
         text = str(exc)
     else:
         text = f"Login failed ({type(exc).__name__}); see the kernel log."
@@ -191,6 +225,7 @@ class LoginForm:
         self._on_login = on_login
         self._login = login
         self._held_password: str | None = None
+        self._held_for: str | None = None
         self._closed = False
 
         label = {"description_width": "7em"}
@@ -250,19 +285,21 @@ class LoginForm:
         Returns:
             The session on success, else None (the status says why).
         """
+        # Read the secrets and clear them from the widgets at once, whatever
+        # happens next (a closed form too: nothing typed there may linger).
+        identifier = self.identifier.value.strip()
+        typed, code = self.password.value, self.code.value.strip() or None
+        self._clear_secrets()
         if not self.waiting:
             return self.session
-
-        # Read the secrets and clear them from the widgets at once.
-        identifier = self.identifier.value.strip()
-        password = self.password.value or self._held_password
-        code = self.code.value.strip() or None
-        self.password.value = ""
-        self.code.value = ""
+        if identifier != self._held_for:
+            self._hold(None)  # it was held for another identifier
+            self.code.layout.display = "none"
+        password = typed or self._held_password
 
         problem = self._missing(identifier, password, code)
         if problem:
-            self._held_password = password if self.code_requested else None
+            self._hold(password if self.code_requested else None, identifier)
             self._show(problem, error=True)
             return None
 
@@ -272,15 +309,12 @@ class LoginForm:
             session = self._call_login(identifier, password, code)
         except AuthFactorTokenRequired:
             # The code retry needs the password; keep it here, not in a widget.
-            self._held_password = password
+            self._hold(password, identifier)
             self.code.layout.display = None
-            self._show(
-                "The server sent a sign-in code to the account's email; "
-                "enter it above and press Log in.",
-            )
+            self._show(CODE_REJECTED if code else CODE_SENT, error=bool(code))
             return None
         except Exception as exc:  # every failure becomes one line in the status
-            self._held_password = None
+            self._hold(None)
             logger.info("login form: login failed (%s)", type(exc).__name__)
             self._show(_one_line(exc), error=True)
             return None
@@ -292,14 +326,28 @@ class LoginForm:
         return session
 
     def close(self, message: str | None = None) -> None:
-        """Stop waiting; show ``message`` instead of the form, if given."""
+        """Stop waiting; show ``message`` instead of the form, if given.
+
+        Whatever was typed in the password and code fields is cleared, and
+        the Log in button no longer logs in.
+        """
         self._closed = True
-        self._held_password = None
+        self._hold(None)
+        self._clear_secrets()
+        self.button.disabled = True
         if message is not None:
             self.status.value = html.escape(message)
             self._replace_with_status()
         if self in _waiting:
             _waiting.remove(self)
+
+    def _clear_secrets(self) -> None:
+        self.password.value = ""
+        self.code.value = ""
+
+    def _hold(self, password: str | None, identifier: str | None = None) -> None:
+        self._held_password = password
+        self._held_for = identifier if password else None
 
     def _missing(self, identifier: str, password: str | None, code: str | None) -> str:
         if not identifier:
@@ -324,13 +372,14 @@ class LoginForm:
 
     def _succeed(self, session: Any) -> None:
         self.session = session
-        self._held_password = None
+        self._hold(None)
         line = describe_session(session)
         self.status.value = f"<b>✓</b> {html.escape(line)}"
         self._replace_with_status()
         if self in _waiting:
             _waiting.remove(self)
         logger.info("login form: logged in as %s", getattr(session, "did", "?"))
+        remember(session)
         if self._on_login is not None:
             self._on_login(session)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.jupyter_fixtures import open_notebook, run_cell, save_notebook
+from tests.test_magics_devnet import new_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -112,17 +113,6 @@ def test_form_in_jupyterlab_with_a_stub_login(lab, page, output_dir):
     assert_no_secrets(log, password, code)
 
 
-def new_code(devnet, email: str, seen: int, timeout: float = 15.0) -> str:
-    """The sign-in code of the first mail to ``email`` after the ``seen`` first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mails = devnet.mails(email)
-        if len(mails) > seen:
-            return re.search(r"\b([A-Z0-9]{5}-[A-Z0-9]{5})\b", mails[-1]["text"])[1]
-        time.sleep(0.05)
-    raise AssertionError(f"no sign-in code mailed to {email}")
-
-
 def login_notebook(devnet_lab, name: str, handle: str) -> Path:
     return devnet_lab.write_notebook(
         name,
@@ -190,6 +180,14 @@ def test_atlogin_form_with_an_emailed_code(
     expect(code_field).to_be_visible()
     expect(nb.locator(".atnb-password input")).to_have_value("")
     code = new_code(devnet, person.email, seen)
+
+    # A mistyped code first: the form says so, clears it, and stays usable.
+    code_field.fill("ZZZZZ-00000")
+    nb.locator(".atnb-login").click()
+    expect(nb.locator(".atnb-status")).to_contain_text("was not accepted")
+    expect(code_field).to_have_value("")
+    expect(code_field).to_be_visible()
+
     code_field.fill(code)
     page.screenshot(path=str(output_dir / "form-with-code.png"))
     nb.locator(".atnb-login").click()

@@ -370,3 +370,22 @@ def test_thread_with_deleted_and_blocked_members(devnet, devnet_settings, make_a
     alone = x.frame("app.bsky.feed.getPostThread", uri=orphan["uri"])
     assert alone["uri"].tolist() == [orphan["uri"]]
     assert alone["blocked"].tolist() == [True]
+
+
+def test_c08_cursor_that_does_not_advance_on_the_devnet(alice, front):
+    # The front answers the first page from the PDS, then replays it, cursor
+    # and all, as a list endpoint stuck on one cursor would.
+    front.fault(FEED, "replay", times=10)
+    with pytest.warns(UserWarning, match="again"):
+        df = alice.frame(
+            FEED, actor="alice.test", limit=25, all_pages=True, progress=False
+        )
+    assert front.count(FEED) == 2
+    assert len(df) == 25
+    assert df["post.uri"].is_unique
+
+    front.reset()
+    front.fault(FEED, "replay", times=10)
+    capped = alice.frame(FEED, actor="alice.test", limit=25, max_pages=1)
+    assert len(capped) == 25
+    assert front.count(FEED) == 1

@@ -199,3 +199,62 @@ def test_load_ext_in_a_kernel_is_cheap(tmp_path):
     notebook = execute(cells, env, tmp_path / "load.ipynb")
     loaded = json.loads(outputs(notebook, 0).replace("'", '"'))
     assert "requests" not in loaded and "pandas" not in loaded
+
+
+@pytest.mark.devnet
+@pytest.mark.timeout(240)
+def test_devnet_saved_notebook_after_wrong_code_and_reload_holds_no_secret(
+    devnet, front, make_account, devnet_env, tmp_path
+):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.test_magics_devnet import new_code
+
+    wrong_code = "ZZZZZ-00000"
+
+    person = make_account()
+    devnet.enable_email_2fa(person)
+    seen = len(devnet.mails(person.email))
+    code_file = tmp_path / "code.txt"
+    env = kernel_env(
+        devnet_env,
+        tmp_path,
+        TEST_FORM_PASSWORD=person.password,
+        TEST_CODE_FILE=str(code_file),
+    )
+    fill = (
+        "import os\nfrom atnb.widgets import pending_form\nform = pending_form()\n"
+        "form.{field}.value = {value}\nform.button.click()\nprint(form.status_text)"
+    )
+    cells = [
+        DEBUG_LOGS,
+        "%load_ext atnb\n%unload_ext atnb\n%load_ext atnb",
+        f"%atlogin {person.handle}",
+        fill.format(field="password", value='os.environ["TEST_FORM_PASSWORD"]'),
+        fill.format(field="code", value=repr(wrong_code)),
+        fill.format(field="code", value='open(os.environ["TEST_CODE_FILE"]).read()'),
+        "%atwhoami",
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python"}
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", store_widget_state=True
+    )
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(notebook.cells):
+            if index == 5:
+                code_file.write_text(new_code(devnet, person.email, seen))
+            client.execute_cell(cell, index)
+        client.set_widgets_metadata()
+    path = tmp_path / "2fa.ipynb"
+    nbformat.write(notebook, path)
+
+    text = json.dumps([c.outputs for c in notebook.cells])
+    assert "That sign-in code was not accepted" in text
+    assert f"@{person.handle} ({person.did})" in text
+    assert "createSession" in text  # the DEBUG log lines are in the outputs
+    assert "application/vnd.jupyter.widget-state+json" in notebook.metadata["widgets"]
+    assert_no_secrets(path, person.password, code_file.read_text())
+    assert front.count("com.atproto.server.createSession") == 3

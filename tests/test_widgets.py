@@ -20,10 +20,12 @@ from atnb.errors import (
     InvalidHandleError,
     NetworkError,
     RateLimitError,
+    SessionExpiredError,
 )
 
 PASSWORD = "hunter2-main-password"
 CODE = "ABCDE-12345"
+WRONG_CODE = "ZZZZZ-00000"
 SESSION = SimpleNamespace(
     handle="alice.test",
     did="did:plc:aaaa",
@@ -259,3 +261,97 @@ def test_describe_session_formats_epoch_and_unknown_expiry():
     assert "1970-01-01 00:00 UTC" in line
     missing = SimpleNamespace(handle="a.test", did="did:plc:x", pds_url="u")
     assert "unknown" in widgets.describe_session(missing)
+
+
+# -- holes found by tests/test_surface_breakage.py ------------------------------
+
+
+def test_a_closed_form_keeps_no_password_and_logs_in_nobody():
+    # Hole: close() without a message left the typed password in the widget
+    # (and in the saved widget state); its button still read nothing out.
+    form, stub = make_form(SESSION)
+    form.password.value = PASSWORD
+    form.close()
+    assert form.password.value == "" and form.button.disabled
+
+    form.password.value = PASSWORD
+    form.code.value = CODE
+    form.submit()
+    assert form.password.value == "" and form.code.value == ""
+    assert stub.calls == [] and form.session is None
+    assert PASSWORD not in all_widget_state() and CODE not in all_widget_state()
+
+
+def test_a_wrong_code_says_so_and_the_right_one_logs_in():
+    form, stub = make_form(
+        AuthFactorTokenRequired("A sign in code has been sent", status=401),
+        AuthFactorTokenRequired("Invalid sign in code", status=401),
+        SESSION,
+    )
+    form.identifier.value = "alice.test"
+    form.password.value = PASSWORD
+    form.submit()
+    assert form.code_requested and "sent a sign-in code" in form.status_text
+
+    form.code.value = WRONG_CODE
+    form.submit()
+    assert form.status_text.startswith("That sign-in code was not accepted")
+    assert form.code.value == "" and form.password.value == ""
+
+    form.code.value = CODE
+    assert form.submit() is SESSION
+    assert [c["auth_factor_token"] for c in stub.calls] == [None, WRONG_CODE, CODE]
+    assert {c["password"] for c in stub.calls} == {PASSWORD}
+    assert not [s for s in (PASSWORD, CODE, WRONG_CODE) if s in all_widget_state()]
+
+
+def test_a_held_password_is_not_sent_for_another_identifier():
+    # Hole: after the code step, changing the handle sent the first account's
+    # password (held for the code retry) to log in to the second account.
+    form, stub = make_form(AuthFactorTokenRequired("code sent", status=401))
+    form.identifier.value = "alice.test"
+    form.password.value = PASSWORD
+    form.submit()
+    assert form.code_requested
+
+    form.identifier.value = "bob.test"
+    form.code.value = CODE
+    form.submit()
+
+    assert len(stub.calls) == 1
+    assert not form.code_requested
+    assert form.status_text.startswith("Enter your password")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NetworkError("connection dropped"),
+        SessionExpiredError("ended"),
+        RuntimeError(f"boom {PASSWORD}"),
+    ],
+)
+def test_secrets_are_cleared_on_every_failure(error):
+    form, stub = make_form(AuthFactorTokenRequired("code", status=401), error)
+    form.identifier.value = "alice.test"
+    form.password.value = PASSWORD
+    form.submit()
+    form.code.value = CODE
+    form.submit()
+    assert stub.calls[1]["password_widget"] == "" == stub.calls[1]["code_widget"]
+    assert form.password.value == "" and form.code.value == ""
+    assert form._held_password is None
+    shown = form.status_text + repr(form) + all_widget_state()
+    assert PASSWORD not in shown and CODE not in shown
+    for widget in (form.identifier, form.password, form.code, form.button):
+        assert PASSWORD not in widget.description + getattr(widget, "placeholder", "")
+
+
+def test_describe_session_names_no_token():
+    session = SimpleNamespace(**vars(SESSION))
+    session.access_jwt = "eyJsecret.eyJsecret.sig"
+    line = widgets.describe_session(session)
+    assert "eyJ" not in line
+    assert line.endswith(
+        dt.datetime(2026, 12, 4, 18, 30).strftime("%Y-%m-%d %H:%M UTC.")
+    )

@@ -133,7 +133,9 @@ class Front:
         forward), ``html`` (``status``, default 502, with an HTML page),
         ``error`` (``status``, ``error``, ``message`` as XRPC JSON),
         ``ratelimit`` (429 with ``RateLimit-*`` headers; ``reset_in`` seconds
-        or ``reset`` epoch, ``limit``, ``window``).
+        or ``reset`` epoch, ``limit``, ``window``), ``replay`` (the first call
+        is answered by the PDS, the next ``times - 1`` get the same answer:
+        a page whose cursor never advances).
         """
         self._call("/fault", {"nsid": nsid, "kind": kind, "times": times, **options})
 

@@ -203,6 +203,13 @@ const applyFault = async (fault, req, res) => {
     case 'error':
       sendJson(res, fault.status ?? 400, { error: fault.error ?? 'InvalidRequest', message: fault.message ?? 'injected by the devnet front' })
       return true
+    case 'replay': {
+      // The first hit is answered by the PDS and recorded; later hits get
+      // the very same answer (a list whose cursor never advances).
+      if (!fault.recorded) fault.recorded = await forward(req, res, undefined, { buffer: true })
+      relay(res, fault.recorded)
+      return true
+    }
     case 'ratelimit': {
       const reset = Math.floor(Date.now() / 1000) + (fault.reset_in ?? 30)
       sendJson(res, 429, { error: 'RateLimitExceeded', message: 'Rate Limit Exceeded' }, {
