@@ -186,8 +186,7 @@ def check_alive(session: Any) -> None:
     """
     import datetime as dt
 
-    # TODO(#7): atnb.session.resume() skips the inactivity check that login()
-    # makes; until it does, ask the session directly (a local check).
+    # A session resumed earlier in this kernel may have gone unused since.
     usable = getattr(session, "_check_usable", None)
     expires = getattr(session, "access_expires_at", None)
     try:

@@ -131,7 +131,9 @@ class StoreError(AtnbError):
 class NetworkError(AtnbError, ConnectionError):
     """The server could not be reached, or the connection dropped."""
 
-    hint = "Check the connection and run this again; the session was kept."
+    hint = "Check the connection, then run this again."
+    #: The hint a logged-in session's calls give: nothing was lost.
+    kept_hint = "Check the connection and run this again; the session was kept."
 
 
 class XRPCError(AtnbError):

@@ -48,7 +48,13 @@ from atnb._pull import MAX_RATE_LIMIT_WAIT, MAX_RATE_LIMIT_WAITS, Fetch, Pull
 from atnb.config import settings
 from atnb.errors import AtnbError, NotLoggedInError
 
-__all__ = ["MAX_RATE_LIMIT_WAIT", "MAX_RATE_LIMIT_WAITS", "frame", "iter_frames"]
+__all__ = [
+    "MAX_RATE_LIMIT_WAIT",
+    "MAX_RATE_LIMIT_WAITS",
+    "frame",
+    "is_public_read",
+    "iter_frames",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,19 @@ _VIEWER_ONLY = frozenset(
         "app.bsky.notification.listNotifications",
     }
 )
+
+
+def is_public_read(nsid: str) -> bool:
+    """Tell whether the public AppView answers ``nsid`` without a login.
+
+    >>> is_public_read("app.bsky.feed.getAuthorFeed")
+    True
+    >>> is_public_read("app.bsky.feed.getTimeline")
+    False
+    """
+    return nsid.startswith("app.bsky.") and nsid not in _VIEWER_ONLY
+
+
 _DATETIME_NAME = re.compile(r"(^|\.)[a-z][A-Za-z0-9]*[a-z]At$")
 
 
@@ -202,7 +221,7 @@ def _fetcher(nsid: str, session: Any, service: str | None, direct: bool) -> Fetc
 
         session = current_session()
 
-    public = nsid.startswith("app.bsky.") and nsid not in _VIEWER_ONLY
+    public = is_public_read(nsid)
     go_direct = direct or settings.direct_public_reads
     if session is not None and not (public and go_direct):
         from atnb.session import Session

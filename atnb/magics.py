@@ -391,9 +391,9 @@ def _check_nsid(nsid: str) -> str:
 
 def _public_read(nsid: str) -> bool:
     """True for an ``app.bsky`` read the public AppView answers without login."""
-    from atnb.frames import _VIEWER_ONLY
+    from atnb.frames import is_public_read
 
-    return nsid.startswith("app.bsky.") and nsid not in _VIEWER_ONLY
+    return is_public_read(nsid)
 
 
 def _public_query(nsid: str, query: dict[str, Any]) -> Any:

@@ -55,6 +55,7 @@ from atnb import xrpc
 from atnb._credentials import Credentials, _number, _safe
 from atnb.errors import (
     InvalidHandleError,
+    NetworkError,
     NotLoggedInError,
     ScopeError,
     SessionExpiredError,
@@ -247,6 +248,16 @@ class Session(Credentials):
         pairs = xrpc.encode_params(params)
 
         self._check_usable()
+        try:
+            return self._send_checked(
+                method, nsid, pairs, body, extra, timeout, raw_json
+            )
+        except NetworkError as exc:
+            if type(exc) is NetworkError:
+                exc.hint = NetworkError.kept_hint
+            raise
+
+    def _send_checked(self, method, nsid, pairs, body, extra, timeout, raw_json):
         self._refresh_if_due()
         used = self._access_jwt
         try:
@@ -470,6 +481,8 @@ def resume(
 
     Raises:
         NotLoggedInError: nothing is stored for that account.
+        SessionExpiredError: the stored session was unused for longer than
+            ``settings.inactivity_timeout``; it is revoked and cleared.
     """
     from atnb.store import find_account
 
@@ -483,6 +496,7 @@ def resume(
     session = Session._from_stored(
         entry, store=store_obj, transport=transport, clock=clock
     )
+    session._check_usable()  # the inactivity timeout applies to resume too
     _safe(store_obj.set_current, did)
     logger.info("session resumed for %s", session.handle)
     return _set_current(session)

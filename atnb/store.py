@@ -285,7 +285,9 @@ def _warn_no_keyring(reason: str) -> None:
         return
     _warned = True
     message = _NO_KEYRING.format(reason=reason)
-    logger.warning("%s", message)
+    # One user-facing warning; the log line stays at INFO so that a notebook
+    # without logging set up does not print the same text twice.
+    logger.info("%s", message)
     warnings.warn(message, NoKeyringWarning, stacklevel=5)
 
 

@@ -353,7 +353,7 @@ def test_c13_no_keyring_login_in_memory_warns_once_no_file(
     assert_no_secret(out, (user["password"],))
     assert out["did"] == user["did"] and out["store"] == "memory"
     assert out["resumed"].startswith("No stored session")
-    assert out["stderr"].count("No usable keyring") == 2  # one warning, one log line
+    assert out["stderr"].count("No usable keyring") == 1  # one warning
     assert "NoKeyringError" not in out["stderr"]
     assert "ATNB_STORE=file" in out["stderr"]
 

@@ -675,6 +675,17 @@ def test_inactive_session_is_revoked_and_cleared(pds, clock):
     assert store_mod.MemoryStore().load(DID) is None
 
 
+def test_resume_of_an_inactive_session_is_refused(pds, clock):
+    login(pds, clock)
+    clock.now += 15 * 86400
+    with pytest.raises(errors.SessionExpiredError):
+        atnb.resume(transport=pds, clock=clock)
+    assert pds.count("com.atproto.server.deleteSession") == 1
+    assert store_mod.MemoryStore().load(DID) is None
+    with pytest.raises(errors.NotLoggedInError):
+        atnb.resume(transport=pds, clock=clock)
+
+
 def test_use_from_another_kernel_counts(pds, clock):
     s = login(pds, clock)
     clock.now += 10 * 86400

@@ -272,7 +272,7 @@ def test_no_keyring_falls_back_to_memory_warning_once(
 ) -> None:
     backend = _no_keyring_backends()[which]
     before = _files(tmp_path)
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("INFO"):
         warnings.simplefilter("always")
         first, second = KeyringStore(backend), KeyringStore(backend)
         for store in (first, second):
@@ -289,7 +289,7 @@ def test_no_keyring_falls_back_to_memory_warning_once(
     assert "will not survive a kernel restart" in text
     assert "ATNB_STORE=file" in text and "unlock a keyring" in text
     logged = [r for r in caplog.records if "No usable keyring" in r.getMessage()]
-    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+    assert len(logged) == 1 and logged[0].levelno == logging.INFO
     assert first.name == second.name == "memory"
     assert _files(tmp_path) - before <= {p for p in _files(tmp_path) if "lock" in p}
     assert not any(p.endswith(".json") for p in _files(tmp_path))
