@@ -468,8 +468,10 @@ def test_devnet_prompt_wrong_code_then_right(
 @pytest.mark.devnet
 @pytest.mark.parametrize("store", ["file", "memory", "keyring"])
 def test_devnet_stores_log_in_once_then_resume(
-    real, devnet, front, account, capsys, monkeypatch, store
+    real, devnet, front, account, capsys, monkeypatch, store, request
 ):
+    if store == "keyring":
+        request.getfixturevalue("real_keyring")  # gnome-keyring, not a fallback
     monkeypatch.setattr("getpass.getpass", lambda prompt: account.app_password)
     line = f"%atlogin {account.handle} --store {store} --service {devnet.pds_url}"
     result, out = run(real, capsys, line)
@@ -478,6 +480,7 @@ def test_devnet_stores_log_in_once_then_resume(
     assert "resumed; no new login" in out
     assert front.count("com.atproto.server.createSession") == 1
     assert account.app_password not in out
+    assert "No usable keyring" not in out
     run(real, capsys, "%atlogout")
 
 
