@@ -268,6 +268,9 @@ class HTTPTransport:
                 timeout=timeout,
                 # A 307/308 would re-send a body (a password) to the new URL.
                 allow_redirects=request.method == "GET",
+                # An auth of our own keeps requests from replacing the
+                # Authorization header with credentials from ~/.netrc.
+                auth=_headers_as_given,
             )
         except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL):
             response = None  # raised below, out of this block: the value may be secret
@@ -287,6 +290,11 @@ class HTTPTransport:
                 hint="Check headers=, proxy= and the parameters (no line breaks).",
             )
         return Reply(response.status_code, response.headers, response.content)
+
+
+def _headers_as_given(prepared: Any) -> Any:
+    """A requests auth hook that leaves the request's headers as they are."""
+    return prepared
 
 
 def _host(request: Request) -> str:

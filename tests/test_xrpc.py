@@ -276,3 +276,16 @@ def test_authorization_never_follows_a_redirect_to_another_origin(target, keeps)
     data, _ = xrpc.call(request, xrpc.HTTPTransport(http))
     assert len(adapter.requests) == 2
     assert (data["auth"] == "Bearer x") is keeps
+
+
+def test_netrc_does_not_replace_the_authorization_header(tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine pds.example.com login someone password other\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    http, adapter = stub_http(lambda request: (200, JSON, {}))
+    request = xrpc.Request(
+        "GET", "https://pds.example.com", "a.b.c", headers={"Authorization": "Bearer x"}
+    )
+    xrpc.call(request, xrpc.HTTPTransport(http))
+    assert adapter.requests[0].headers["Authorization"] == "Bearer x"
