@@ -175,6 +175,9 @@ def run_all(
 
 def dns_txt_did(handle: str) -> str:
     """The DNS method: the one ``did=...`` TXT record at ``_atproto.<handle>``."""
+    if [entry.lower() for entry in settings.nameservers] == ["none"]:
+        raise Miss("DNS look-ups are off (ATNB_NAMESERVERS=none)")
+
     import dns.exception
     import dns.resolver
 

@@ -70,7 +70,7 @@ class Login:
             print(self.message)
         try:
             identifier = self.identifier or _ask_identifier(suggested)
-            password = getpass.getpass(PASSWORD_PROMPT)
+            password = _ask_secret(PASSWORD_PROMPT)
             if not password:
                 raise AtnbError(
                     "No password entered",
@@ -78,10 +78,10 @@ class Login:
                     "(an app password is recommended).",
                 )
             return self._login(identifier, password)
-        except (StdinNotImplementedError, EOFError):
+        except (StdinNotImplementedError, EOFError, getpass.GetPassWarning):
             raise one_line(
                 AtnbError(
-                    "This frontend cannot ask for a password",
+                    "This frontend cannot ask for a password without echoing it",
                     hint="Set ATNB_IDENTIFIER and ATNB_PASSWORD, or run %atlogin "
                     "without --prompt in JupyterLab.",
                 )
@@ -96,7 +96,7 @@ class Login:
             pass
         prompt = CODE_PROMPT
         for _ in range(MAX_CODE_TRIES):
-            code = getpass.getpass(prompt).strip()
+            code = _ask_secret(prompt).strip()
             if not code:
                 raise AtnbError(
                     "No sign-in code entered",
@@ -206,3 +206,17 @@ def matches(session: Any, identifier: str | None) -> bool:
     wanted = identifier.strip().lstrip("@").lower()
     names = (getattr(session, n, None) for n in ("handle", "did", "email"))
     return any(isinstance(n, str) and n.lower() == wanted for n in names)
+
+
+def _ask_secret(prompt: str) -> str:
+    """``getpass``, refusing to read a secret that would be echoed.
+
+    Without a terminal, ``getpass`` falls back to reading standard input
+    with echo on (and would take the next line of a script as the
+    password); that warning is turned into a refusal here.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        return getpass.getpass(prompt)

@@ -9,7 +9,8 @@ or by assigning attributes of :data:`settings`::
 
 Environment variables:
     ATNB_PLC_URL, ATNB_ENTRYWAY, ATNB_PUBLIC_APPVIEW: service URLs.
-    ATNB_NAMESERVERS: comma-separated ``host`` or ``host:port`` for DNS TXT.
+    ATNB_NAMESERVERS: comma-separated ``host`` or ``host:port`` for DNS TXT;
+        ``none`` turns the DNS method off (handles then resolve over HTTPS).
     ATNB_HOST_MAP: comma-separated ``name=url`` pairs (tests: where the
         ``https://name/.well-known/...`` of a handle or did:web is served).
     ATNB_STORE: ``keyring`` (default), ``file`` or ``memory``.

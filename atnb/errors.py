@@ -146,7 +146,7 @@ class XRPCError(AtnbError):
         headers: the response headers (a case-insensitive mapping).
     """
 
-    hint = "See the server's message above."
+    hint = "Check the method's parameters against its lexicon, then try again."
 
     def __init__(
         self,
@@ -297,6 +297,16 @@ def error_from_response(
             cls = XRPCError
         return cls(text, status=status, error=error, nsid=nsid, headers=headers)
 
+    if error == "MethodNotImplemented":
+        # A 501 from a typo in the NSID is not an outage: no "try again later".
+        return XRPCError(
+            message or "",
+            status=status,
+            error=error,
+            nsid=nsid,
+            headers=headers,
+            hint="Check the NSID's spelling; this service does not offer it.",
+        )
     cls = _BY_NAME.get(error or "", XRPCError)
     if cls is XRPCError and status == 429:
         cls = RateLimitError

@@ -288,7 +288,18 @@ def _warn_no_keyring(reason: str) -> None:
     # One user-facing warning; the log line stays at INFO so that a notebook
     # without logging set up does not print the same text twice.
     logger.info("%s", message)
-    warnings.warn(message, NoKeyringWarning, stacklevel=5)
+    warnings.warn(message, NoKeyringWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside atnb (the user's call)."""
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 _stores: dict[Any, BaseStore] = {}

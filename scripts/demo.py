@@ -22,14 +22,9 @@ NOTEBOOKS = ["quickstart.ipynb", "sessions.ipynb"]
 def devnet_env(net, seeded) -> dict[str, str]:
     alice = seeded["accounts"]["alice"]
     return {
+        **net.environment(),
         "ATNB_IDENTIFIER": alice.handle,
         "ATNB_PASSWORD": alice.app_password,
-        "ATNB_SERVICE": net.pds_url,
-        "ATNB_PLC_URL": net.plc_url,
-        "ATNB_ENTRYWAY": net.pds_url,
-        "ATNB_PUBLIC_APPVIEW": net.appview_url,
-        "ATNB_NAMESERVERS": "127.0.0.1:9",
-        "ATNB_DEVNET": "1",
     }
 
 

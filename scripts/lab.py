@@ -7,7 +7,6 @@ stops the devnet when JupyterLab exits (Ctrl-C).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,11 +19,9 @@ def main() -> int:
     devnet = [sys.executable, "-m", "atnb.devnet"]
     subprocess.run([*devnet, "up", "--seed"], check=True)
     try:
-        from atnb.devnet import default_folder
-        from atnb.devnet.__main__ import environment
+        from atnb.devnet import Devnet
 
-        state = json.loads((default_folder() / "state.json").read_text())
-        env = {**os.environ, **environment(state)}
+        env = {**os.environ, **Devnet.attach().environment()}
         print("log in with alice.test / alice-devnet-pass (a devnet throwaway login)")
         return subprocess.call(
             [

@@ -71,13 +71,7 @@ def devnet_settings(devnet):
 @pytest.fixture
 def devnet_env(devnet) -> dict[str, str]:
     """Environment variables that point a child process (a kernel) at the devnet."""
-    return {
-        "ATNB_PLC_URL": devnet.plc_url,
-        "ATNB_ENTRYWAY": devnet.pds_url,
-        "ATNB_PUBLIC_APPVIEW": devnet.appview_url,
-        "ATNB_NAMESERVERS": DEAD_DNS,
-        "ATNB_SERVICE": devnet.pds_url,
-    }
+    return devnet.environment()
 
 
 @pytest.fixture

@@ -487,3 +487,14 @@ def test_server_message_with_line_breaks_is_one_line():
         xrpc.query("https://pds.example.com", "a.b.c", http=http)
     assert info.value.server_message == "a\nb\n"
     one_line_with_next_step(info.value)
+
+
+def test_a_misspelt_nsid_is_not_called_an_outage():
+    err = errors.error_from_response(
+        501,
+        {"error": "MethodNotImplemented", "message": "Method Not Implemented"},
+        nsid="app.bsky.feed.searchPost",
+    )
+    assert not isinstance(err, errors.ServerError)
+    assert "spelling" in str(err) and "try again later" not in str(err)
+    assert str(err).count("\n") == 0

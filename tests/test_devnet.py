@@ -266,3 +266,27 @@ def test_cli_without_a_running_devnet(tmp_path):
     )
     assert status.returncode == 1
     assert status.stdout.strip() == "not running"
+
+
+def test_devnet_environment_resolves_handles_without_dns(devnet, front, monkeypatch):
+    import atnb
+    from atnb import identity
+    from atnb.config import Settings
+
+    account = devnet.create_account(app_password=True)
+    env = devnet.environment()
+    configured = Settings.from_env(env)
+    for name in ("plc_url", "entryway", "public_appview", "nameservers", "host_map"):
+        monkeypatch.setattr(atnb.settings, name, getattr(configured, name))
+    identity.clear_cache()
+
+    asked = []
+    monkeypatch.setattr(
+        "dns.resolver.Resolver.resolve", lambda *a, **k: asked.append(a) or None
+    )
+    assert identity.pds_for(account.handle) == devnet.pds_url
+    session = atnb.login(account.handle, account.app_password)  # no service=
+    assert session.pds_url == devnet.pds_url
+    assert front.count("com.atproto.server.createSession") == 1
+    assert asked == []  # ATNB_NAMESERVERS=none: no DNS query at all
+    session.logout()

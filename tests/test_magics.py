@@ -196,6 +196,28 @@ def test_atlogin_prompt_without_stdin_is_one_line(shell, api, capsys, monkeypatc
     assert "ATNB_IDENTIFIER" in out
 
 
+def test_atlogin_prompt_without_a_tty_reads_no_echoed_password(
+    shell, api, capsys, monkeypatch
+):
+    import getpass
+    import warnings
+
+    read = []
+
+    def echoing(prompt):  # what getpass does when there is no terminal
+        warnings.warn("No echo control.", getpass.GetPassWarning, stacklevel=2)
+        read.append(prompt)
+        return "%atwhoami"
+
+    monkeypatch.setattr("getpass.getpass", echoing)
+    result, out = run(shell, capsys, "%atlogin alice.test --prompt")
+
+    assert not result.success
+    assert read == []  # refused before a line of the script was taken
+    assert out.strip().count("\n") == 0
+    assert "ATNB_IDENTIFIER" in out
+
+
 def test_atlogin_from_environment_wins(shell, api, capsys, monkeypatch):
     monkeypatch.setenv("ATNB_IDENTIFIER", "bot.test")
     monkeypatch.setenv("ATNB_PASSWORD", PASSWORD)

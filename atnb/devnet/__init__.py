@@ -355,6 +355,23 @@ class Devnet:
     def front(self) -> Front:
         return Front(self.info["control_url"])
 
+    def environment(self) -> dict[str, str]:
+        """The ``ATNB_*`` variables that point atnb (and its kernels) at this devnet.
+
+        Handles resolve over ``https://<handle>/.well-known/atproto-did``, which
+        the host map sends to the PDS (it answers for its own handles); DNS
+        look-ups are off, so nothing is asked of the system resolver.
+        """
+        return {
+            "ATNB_SERVICE": self.info["pds_url"],
+            "ATNB_PLC_URL": self.info["plc_url"],
+            "ATNB_ENTRYWAY": self.info["pds_url"],
+            "ATNB_PUBLIC_APPVIEW": self.info["appview_url"],
+            "ATNB_NAMESERVERS": "none",
+            "ATNB_HOST_MAP": f"*={self.info['pds_url']}",
+            "ATNB_DEVNET": "1",
+        }
+
     def urls(self) -> dict[str, str]:
         """The public URLs, for printing and for ``--json``."""
         keys = ("pds_url", "pds_direct_url", "plc_url", "appview_url", "appview_did")

@@ -151,23 +151,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _report(state, args)
 
 
-def environment(state: dict) -> dict[str, str]:
-    """The ATNB_* variables that point atnb (and its kernels) at this devnet."""
-    return {
-        "ATNB_SERVICE": state["pds_url"],
-        "ATNB_PLC_URL": state["plc_url"],
-        "ATNB_ENTRYWAY": state["pds_url"],
-        "ATNB_PUBLIC_APPVIEW": state["appview_url"],
-        "ATNB_DEVNET": "1",
-    }
-
-
 def cmd_env(args: argparse.Namespace) -> int:
     state = _state(default_folder())
     if not state or not _alive(state.get("supervisor_pid")):
         print("atnb.devnet: not running; start it with `up`", file=sys.stderr)
         return 1
-    for name, value in environment(state).items():
+    net = Devnet(default_folder())
+    net.info = state
+    for name, value in net.environment().items():
         print(f"export {name}={value}")
     return 0
 
@@ -203,7 +194,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m atnb.devnet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{up,down,status,seed,env}"
+    )
     up = sub.add_parser("up", help="start the network in the background")
     up.add_argument("--json", action="store_true", help="print the URLs as JSON")
     up.add_argument("--seed", action="store_true", help="also write the sample data")
@@ -212,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true")
     sub.add_parser("seed", help="write the sample accounts and posts")
     sub.add_parser("env", help="print shell exports that point atnb at it")
-    serve = sub.add_parser("_serve")
+    serve = sub.add_parser("_serve", help=argparse.SUPPRESS)
     serve.add_argument("--dir", required=True)
     serve.add_argument("--seed", action="store_true")
     args = parser.parse_args(argv)
