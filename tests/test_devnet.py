@@ -290,3 +290,10 @@ def test_devnet_environment_resolves_handles_without_dns(devnet, front, monkeypa
     assert front.count("com.atproto.server.createSession") == 1
     assert asked == []  # ATNB_NAMESERVERS=none: no DNS query at all
     session.logout()
+
+
+def test_seeding_twice_says_so(devnet, seeded):
+    from atnb.devnet.seed import seed
+
+    with pytest.raises(RuntimeError, match="already seeded"):
+        seed(devnet)

@@ -192,6 +192,13 @@ def _post_text(rng: random.Random, people: dict[str, Account], me: str) -> _Text
 
 def seed(net: Devnet, *, rng_seed: int = 7) -> dict[str, Any]:
     """Write the sample data; returns ``{"accounts": {name: Account}, ...}``."""
+    try:
+        net.xrpc("GET", f"com.atproto.identity.resolveHandle?handle={NAMES[0]}.test")
+    except RuntimeError:
+        pass  # not there yet: seed
+    else:
+        raise RuntimeError(f"this devnet is already seeded ({NAMES[0]}.test exists)")
+
     rng = random.Random(rng_seed)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     people: dict[str, Account] = {}
