@@ -23,19 +23,20 @@ def main() -> int:
 
         env = {**os.environ, **Devnet.attach().environment()}
         print("log in with alice.test / alice-devnet-pass (a devnet throwaway login)")
-        return subprocess.call(
-            [
-                sys.executable,
-                "-m",
-                "jupyter",
-                "lab",
-                "--ip=127.0.0.1",
-                "--no-browser",
-                f"--ServerApp.root_dir={ROOT / 'notebooks'}",
-                "--LabApp.news_url=None",
-            ],
-            env=env,
-        )
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--ip=127.0.0.1",
+            "--no-browser",
+            f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        if os.geteuid() == 0:
+            command.append("--allow-root")  # a fresh machine or container
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
     finally:
