@@ -25,6 +25,7 @@ from atnb.config import settings
 from atnb.errors import (
     AccountDeactivatedError,
     AccountTakedownError,
+    ArgumentError,
     AtnbError,
     AuthenticationError,
     AuthFactorTokenRequired,
@@ -71,6 +72,7 @@ _LAZY = {
 __all__ = [
     "AccountDeactivatedError",
     "AccountTakedownError",
+    "ArgumentError",
     "AtnbError",
     "AuthFactorTokenRequired",
     "AuthenticationError",

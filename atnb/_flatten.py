@@ -27,6 +27,17 @@ JSON_KEY = b"atnb.json"
 _STRING = rb'"((?:[^"\\]|\\.)*)"'
 _HEAD_CURSOR = re.compile(rb'\s*\{\s*"cursor"\s*:\s*' + _STRING + rb"\s*[,}]")
 _TAIL_CURSOR = re.compile(rb',\s*"cursor"\s*:\s*' + _STRING + rb"\s*\}\s*$")
+# Lists that decorate a single object (a profile's ``labels``): the list to
+# tabulate only when the response holds nothing else but a cursor.
+_DECORATIONS = frozenset({"labels"})
+
+
+class NoSuchList(LookupError):
+    """The response has no list under the ``field=`` name; ``lists`` it has."""
+
+    def __init__(self, field: str, lists: Sequence[str]) -> None:
+        self.field, self.lists = field, list(lists)
+        super().__init__(field)
 
 
 def _pa() -> Any:
@@ -60,6 +71,8 @@ def table_from_items(items: Sequence[Any]) -> Any:
 def table_from_array(array: Any) -> Any:
     """Flatten one Arrow array (of structs, usually) into a table."""
     pa = _pa()
+    if not len(array):
+        return pa.table({})
     if not pa.types.is_struct(array.type):
         return pa.table({"value": array})
     columns: dict[str, Any] = {}
@@ -169,7 +182,8 @@ def read_page(body: bytes, field: str | None = None) -> tuple[Any, str, str | No
     if not name:
         return table_from_array(page.to_struct_array()), "", cursor
     if name not in page.column_names:
-        return pa.table({}), name, cursor
+        lists = [f.name for f in page.schema if pa.types.is_list(f.type)]
+        raise NoSuchList(name, lists)
     column = page.column(name)
     if not pa.types.is_list(column.type):
         return _read_with_json(body, field)
@@ -237,8 +251,15 @@ def read_pages(bodies: Sequence[bytes], field: str) -> Any:
     if column is None or not pa.types.is_list(column.type):
         from atnb._schema import concat
 
-        return concat([read_page(body, field)[0] for body in bodies])
+        return concat([_page_or_nothing(body, field) for body in bodies])
     return table_from_array(pc.list_flatten(column))
+
+
+def _page_or_nothing(body: bytes, field: str) -> Any:
+    try:
+        return read_page(body, field)[0]
+    except NoSuchList:
+        return _pa().table({})  # a later page without the list: no rows
 
 
 def _read_with_json(body: bytes, field: str | None) -> tuple[Any, str, str | None]:
@@ -247,8 +268,23 @@ def _read_with_json(body: bytes, field: str | None) -> tuple[Any, str, str | Non
         return table_from_items(data if isinstance(data, list) else [data]), "", None
     cursor = data.get("cursor") if isinstance(data.get("cursor"), str) else None
     name = field or list_field(data)
-    items = (data.get(name) or []) if name else [data]
-    return table_from_items(items), name or "", cursor
+    return table_from_items(list_items(data, name)), name or "", cursor
+
+
+def list_items(data: dict[str, Any], name: str | None) -> list[Any]:
+    """The items of ``data[name]`` (``[data]`` for no name; [] for null).
+
+    Raises:
+        NoSuchList: ``data[name]`` is missing or not a list.
+    """
+    if not name:
+        return [data]
+    items = data.get(name)
+    if items is None and name in data:
+        return []
+    if not isinstance(items, list):
+        raise NoSuchList(name, [k for k, v in data.items() if isinstance(v, list)])
+    return items
 
 
 def _one_line(body: bytes) -> bytes:
@@ -258,6 +294,8 @@ def _one_line(body: bytes) -> bytes:
 def _list_column(schema: Any) -> str | None:
     pa = _pa()
     lists = [f for f in schema if pa.types.is_list(f.type)]
+    if len(lists) < len(schema.names) - ("cursor" in schema.names):
+        lists = [f for f in lists if f.name not in _DECORATIONS]
     structs = [f for f in lists if pa.types.is_struct(f.type.value_type)]
     chosen = structs or lists
     return chosen[0].name if chosen else None
@@ -272,8 +310,14 @@ def list_field(data: dict[str, Any]) -> str | None:
     'followers'
     >>> list_field({"did": "did:plc:aaaa"}) is None
     True
+    >>> list_field({"did": "did:plc:aaaa", "labels": []}) is None
+    True
+    >>> list_field({"cursor": "c1", "labels": []})
+    'labels'
     """
     lists = [k for k, v in data.items() if isinstance(v, list)]
+    if len(lists) < len(data) - ("cursor" in data):
+        lists = [k for k in lists if k not in _DECORATIONS]
     objects = [k for k in lists if any(isinstance(x, dict) for x in data[k])]
     chosen = objects or lists
     return chosen[0] if chosen else None

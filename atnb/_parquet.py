@@ -30,9 +30,12 @@ class DatasetWriter:
     def __init__(self, path: str | Path, batch_rows: int | None = None) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        if any(self.path.glob("part-*.parquet")):
+        if any(self.path.iterdir()):
+            # Files of another pull (or anything else) would be read back as
+            # part of this dataset, or break reading it altogether.
             raise FileExistsError(
-                f"{self.path} already holds a dataset; choose an empty folder"
+                f"{self.path} is not empty; give to_parquet= a new or empty "
+                "folder (or delete this one's files first)"
             )
         self.batch_rows = batch_rows or BATCH_ROWS
         self.files: list[Path] = []

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from atnb import _flatten
-from atnb.errors import RateLimitError, ServerError
+from atnb.errors import ArgumentError, RateLimitError, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,12 @@ BATCH_BYTES = 16 << 20
 """Raw page bytes held back before they are parsed together."""
 
 _IDENTITY = ("post.uri", "uri", "actor.did", "did", "subject.uri", "subject.did")
-_REASON = ("reason.$type", "reason.by.did", "reason.uri")
+# What else tells two rows about one item apart: the reason (two reposts of
+# one post), or a label's source, value and negation (labels on one URI).
+_DISTINCT = ("reason.$type", "reason.by.did", "reason.uri", "src", "val", "neg")
 
 Fetch = Callable[[Mapping[str, Any]], tuple[Any, Mapping[str, str]]]
+
 
 # Seams for tests: how the pull waits and reads the clock.
 _sleep = time.sleep
@@ -63,6 +66,8 @@ class Pull:
         progress: bool,
         batch: bool = False,
     ) -> None:
+        _check_limit("max_items", max_items)
+        _check_limit("max_pages", max_pages)
         self.fetch = fetch
         self.nsid = nsid
         self.params = params
@@ -87,6 +92,9 @@ class Pull:
         finally:
             if self._bar is not None:
                 self._bar.close()
+            close = getattr(self.fetch, "close", None)
+            if close is not None:
+                close()  # the pull's own connection pool
 
     def _pages(self) -> Iterator[Any]:
         while self.max_items is None or self.rows < self.max_items:
@@ -130,6 +138,8 @@ class Pull:
         # only the cursor is read now, and rows are counted when parsed.
         if not self.batch or not self.field or not isinstance(data, bytes):
             return False, None
+        if self.pages == 0:
+            return False, None  # parsed whole: checks field= and its shape
         found, cursor = _flatten.edge_cursor(data)
         if found:
             return True, cursor
@@ -188,6 +198,19 @@ class Pull:
         return max(seconds, 1.0)
 
     def _parse(self, data: Any) -> tuple[Any, str | None]:
+        try:
+            return self._parse_page(data)
+        except _flatten.NoSuchList as missing:
+            if self.pages:
+                return _flatten.table_from_items([]), None  # a later page: no rows
+            lists = ", ".join(missing.lists) or "none"
+            raise ArgumentError(
+                f"{self.nsid} has no list named {missing.field!r} in its response "
+                f"(its lists: {lists})",
+                hint="Pass one of them as field=, or leave field= out.",
+            ) from None
+
+    def _parse_page(self, data: Any) -> tuple[Any, str | None]:
         if isinstance(data, (bytes, bytearray)) and self.nsid.endswith(
             ".getPostThread"
         ):
@@ -210,14 +233,12 @@ class Pull:
 
             return _flatten.table_from_items(thread_rows(data["thread"])), None
         self.field = self.field or _flatten.list_field(data)
-        if self.field is None:
-            return _flatten.table_from_items([data]), cursor
-        return _flatten.table_from_items(data.get(self.field) or []), cursor
+        return _flatten.table_from_items(_flatten.list_items(data, self.field)), cursor
 
     def _dedupe(self, table: Any) -> Any:
         # A row repeats when its item and its reason both repeat: two people
         # reposting one post are two rows.
-        if self._identity is None:
+        if self._identity is None and table.num_columns:
             names = table.column_names
             self._identity = next((n for n in _IDENTITY if n in names), "")
         if not self._identity or self._identity not in table.column_names:
@@ -227,7 +248,7 @@ class Pull:
         import pyarrow.compute as pc
 
         parts = [table.column(self._identity).cast(pa.string())]
-        for name in _REASON:
+        for name in _DISTINCT:
             if name in table.column_names:
                 parts.append(pc.fill_null(table.column(name).cast(pa.string()), ""))
             else:
@@ -257,6 +278,16 @@ class Pull:
         self._bar.set_postfix(pages=self.pages, refresh=False)
 
 
+def _check_limit(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(
+            f"{name} must be a whole number of at least 1, not {value!r}",
+            hint="Leave it out for no limit.",
+        )
+
+
 def _json_or_error(body: bytes, nsid: str) -> Any:
     try:
         return json.loads(body)
@@ -264,6 +295,12 @@ def _json_or_error(body: bytes, nsid: str) -> Any:
         raise ServerError(
             "the server sent a body that is not valid JSON", nsid=nsid
         ) from exc
+    except RecursionError:
+        raise ServerError(
+            "the thread is nested too deeply to read",
+            nsid=nsid,
+            hint="Ask for fewer levels with depth= (and parentHeight=).",
+        ) from None
 
 
 def _is_thread(nsid: str, data: dict[str, Any]) -> bool:

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 __all__ = ["AtUri", "facets", "split_uri", "thread_rows"]
 
 _AT_URI = re.compile(
-    r"^at://(?P<did>[^/?#\s]+)(?:/(?P<collection>[^/?#\s]+))?(?:/(?P<rkey>[^/?#\s]+))?/?$"
+    r"^at://(?P<did>[^/?#\s]+)(?:/(?P<collection>[^/?#\s]+))?(?:/(?P<rkey>[^/?#\s]+))?/?"
+    r"(?:\?[^#\s]*)?(?:#\S*)?$"
 )
 
 # Prefixes under which a frame holds a post record's text and facets.
@@ -58,8 +59,15 @@ def split_uri(uri: Any) -> Any:
             )
         return AtUri(match["did"], match["collection"], match["rkey"])
 
-    series = uri.astype("str") if hasattr(uri, "astype") else uri
-    return series.str.strip().str.extract(_AT_URI)
+    import pandas as pd
+
+    if uri is None:
+        raise ValueError(
+            "not an at:// URI: None; one looks like at://did/collection/rkey"
+        )
+    if not isinstance(uri, (pd.Series, pd.Index)):
+        uri = pd.Series(list(uri), dtype=object)
+    return uri.astype("str").str.strip().str.extract(_AT_URI)
 
 
 def facets(data: Any, facet_list: list[dict] | None = None) -> Any:
@@ -142,7 +150,8 @@ def _facet_rows(text: Any, found: Any, *, row: Any, uri: Any) -> list[dict[str, 
     for facet in found:
         if not isinstance(facet, dict):
             continue
-        index = facet.get("index") or {}
+        index = facet.get("index")
+        index = index if isinstance(index, dict) else {}
         start, end = index.get("byteStart"), index.get("byteEnd")
         span, problem = _span(encoded, start, end)
         for feature in facet.get("features") or [{}]:
@@ -186,6 +195,8 @@ def _span(encoded: bytes, start: Any, end: Any) -> tuple[str | None, str | None]
         or isinstance(start, bool)
     ):
         return None, "offsets missing or not integers"
+    if not encoded:
+        return None, "the post has no text"
     if not 0 <= start < end <= len(encoded):
         return None, "offsets out of range"
     try:
@@ -221,10 +232,14 @@ def thread_rows(thread: Any) -> list[dict[str, Any]]:
 
 
 def _replies(node: dict, depth: int, parent_uri: str | None, rows: list) -> None:
-    rows.append(_thread_row(node, depth, parent_uri))
-    for reply in node.get("replies") or []:
-        if isinstance(reply, dict):
-            _replies(reply, depth + 1, _uri(node), rows)
+    # Depth first, parents before their replies; a loop, not recursion: a
+    # reply chain can be deeper than Python's recursion limit.
+    stack = [(node, depth, parent_uri)]
+    while stack:
+        node, depth, parent_uri = stack.pop()
+        rows.append(_thread_row(node, depth, parent_uri))
+        replies = [r for r in node.get("replies") or [] if isinstance(r, dict)]
+        stack.extend((r, depth + 1, _uri(node)) for r in reversed(replies))
 
 
 def _thread_row(node: dict, depth: int, parent_uri: str | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Every error atnb raises, in one tree.
 
     AtnbError                     base class; message ends with the next step
+    ├── ArgumentError             arguments that cannot work (max_pages=0, field=)
     ├── InvalidHandleError        a handle or identifier fails the syntax check
     ├── InvalidNSIDError          an NSID fails the syntax check
     ├── InsecureServiceError      an http:// URL that is not a chosen loopback host
@@ -32,6 +33,7 @@ from typing import Any
 __all__ = [
     "AccountDeactivatedError",
     "AccountTakedownError",
+    "ArgumentError",
     "AtnbError",
     "AuthFactorTokenRequired",
     "AuthenticationError",
@@ -78,6 +80,10 @@ class AtnbError(Exception):
 
     def __str__(self) -> str:
         return self._compose()
+
+
+class ArgumentError(AtnbError, ValueError):
+    """Arguments that cannot work together (a limit below 1, an unknown field)."""
 
 
 class InvalidHandleError(AtnbError, ValueError):

@@ -44,9 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from atnb import _flatten, _schema
-from atnb._pull import MAX_RATE_LIMIT_WAIT, MAX_RATE_LIMIT_WAITS, Fetch, Pull
+from atnb._pull import (
+    MAX_RATE_LIMIT_WAIT,
+    MAX_RATE_LIMIT_WAITS,
+    Fetch,
+    Pull,
+)
 from atnb.config import settings
-from atnb.errors import AtnbError, NotLoggedInError
+from atnb.errors import ArgumentError, AtnbError, NotLoggedInError
 
 __all__ = [
     "MAX_RATE_LIMIT_WAIT",
@@ -130,6 +135,11 @@ def frame(
         AtnbError: the matching error; raised mid-pull it carries ``frame``
             (rows so far, None with ``to_parquet``) and ``cursor``.
     """
+    if to_parquet is not None and explode is not None:
+        raise ArgumentError(
+            "explode= and to_parquet= do not go together",
+            hint="Write the dataset, then explode the frame you read back.",
+        )
     fetch = _fetcher(nsid, session, service, direct)
     paging = all_pages or max_items is not None or max_pages is not None
     pull = Pull(
@@ -151,13 +161,15 @@ def frame(
         for table in pull:
             tables.append(table)
     except AtnbError as err:
+        if isinstance(err, ArgumentError):
+            raise
         tables.append(pull.drain())
-        err.frame = to_frame(_schema.concat(tables), explode)
+        err.frame = to_frame(_schema.concat(tables))
         err.cursor = pull.cursor
         rows = f"{len(err.frame)} rows fetched before the error are on err.frame"
         _note(err, rows, pull.cursor)
         raise
-    return to_frame(_schema.concat(tables), explode)
+    return _exploded(to_frame(_schema.concat(tables)), explode)
 
 
 def iter_frames(
@@ -192,8 +204,10 @@ def iter_frames(
     )
     try:
         for table in pull:
-            yield to_frame(table, explode)
+            yield _exploded(to_frame(table), explode)
     except AtnbError as err:
+        if isinstance(err, ArgumentError):
+            raise
         err.cursor = pull.cursor
         _note(err, "the pages before the error were yielded", pull.cursor)
         raise
@@ -244,10 +258,26 @@ def _fetcher(nsid: str, session: Any, service: str | None, direct: bool) -> Fetc
 def _unauthenticated(service: str, nsid: str) -> Fetch:
     from atnb import xrpc
 
-    transport = xrpc.HTTPTransport()  # one connection pool for the whole pull
-    return lambda params: xrpc.query(
-        service, nsid, params, transport=transport, raw_json=True
-    )
+    return _PublicFetch(service, nsid, xrpc.HTTPTransport())
+
+
+class _PublicFetch:
+    """Unauthenticated reads on one connection pool, closed when the pull ends."""
+
+    def __init__(self, service: str, nsid: str, transport: Any) -> None:
+        self.service, self.nsid, self.transport = service, nsid, transport
+
+    def __call__(self, params: Mapping[str, Any]) -> tuple[Any, Mapping[str, str]]:
+        from atnb import xrpc
+
+        return xrpc.query(
+            self.service, self.nsid, params, transport=self.transport, raw_json=True
+        )
+
+    def close(self) -> None:
+        http = getattr(self.transport, "http", None)
+        if http is not None and hasattr(http, "close"):
+            http.close()
 
 
 # -- Arrow to pandas ------------------------------------------------------------
@@ -261,23 +291,46 @@ def to_frame(table: Any, explode: str | list[str] | None = None) -> Any:
     df = table.to_pandas(types_mapper=_types_mapper(), split_blocks=True)
     if df.columns.empty:
         return pd.DataFrame()
-    for name in [explode] if isinstance(explode, str) else explode or []:
-        df = _explode(df, name)
+    return _exploded(df, explode)
+
+
+def _exploded(df: Any, explode: str | list[str] | None) -> Any:
+    names = [explode] if isinstance(explode, str) else explode or []
+    if df.empty and not len(df.columns):
+        return df
+    try:
+        for name in names:
+            df = _explode(df, name)
+    except ArgumentError as err:
+        err.frame = df  # the pull is not lost to a misspelt column
+        raise
     return df
 
 
 def typed(table: Any) -> Any:
-    """Parse ``...At`` string columns as UTC timestamps (malformed -> null)."""
+    """Parse ``...At`` string columns as UTC timestamps (malformed -> null).
+
+    A column kept as JSON text (a number among the dates) parses its strings;
+    every other value is null.
+    """
     import pyarrow as pa
 
     for i, field in enumerate(table.schema):
         if not pa.types.is_string(field.type) or not _DATETIME_NAME.search(field.name):
             continue
+        column = table.column(i)
         if _flatten.is_json(field):
-            continue
-        array = _timestamps(table.column(i))
+            column = pa.chunked_array([pa.array(_json_strings(column), pa.string())])
+        array = _timestamps(column)
         table = table.set_column(i, pa.field(field.name, array.type), array)
     return table
+
+
+def _json_strings(column: Any) -> list[str | None]:
+    import json
+
+    values = (json.loads(v) if v is not None else None for v in column.to_pylist())
+    return [v if isinstance(v, str) else None for v in values]
 
 
 def _timestamps(text: Any) -> Any:
@@ -324,7 +377,12 @@ def _explode(df: Any, name: str) -> Any:
     import pyarrow as pa
 
     if name not in df.columns:
-        raise KeyError(f"cannot explode {name!r}: no such column")
+        lists = [c for c, t in df.dtypes.items() if "list<" in str(t)]
+        raise ArgumentError(
+            f"cannot explode {name!r}: no such column (list columns: "
+            f"{', '.join(lists) or 'none'})",
+            hint="Pick one of them; the rows are on err.frame.",
+        )
     df = df.explode(name, ignore_index=True)
     dtype = df[name].dtype
     if not (

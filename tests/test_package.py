@@ -18,6 +18,7 @@ def test_all_is_what_we_meant():
         [
             "AccountDeactivatedError",
             "AccountTakedownError",
+            "ArgumentError",
             "AtnbError",
             "AuthFactorTokenRequired",
             "AuthenticationError",
