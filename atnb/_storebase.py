@@ -50,11 +50,9 @@ about 890 (measured in tests/test_persistence.py). A write the keyring
 refuses makes :class:`~atnb.store.KeyringStore` fall back to memory."""
 
 MAX_INDEX_CHARS = 64_000
-"""Largest index read back (about 110 characters per account).
-
-TODO(#5): past about a dozen accounts the index exceeds Windows' cap of
-1280 characters; split it into one small item per account there.
-"""
+"""Largest index read back (about 110 characters per account). In the
+keyring, an index longer than one item allows is kept in numbered chunks
+(:data:`atnb.store.INDEX_CHUNK_CHARS`)."""
 
 REQUIRED = ("did", "handle", "pds_url", "access_jwt", "refresh_jwt")
 

@@ -21,6 +21,7 @@ and re-reads the entry inside it (see :mod:`atnb._lock`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from atnb import _lock
-from atnb._storebase import BaseStore
+from atnb._storebase import INDEX_KEY, BaseStore
 from atnb.config import settings
 from atnb.errors import StoreError
 
@@ -200,6 +201,7 @@ class KeyringStore(BaseStore):
         self._checked = False
         self._fallback = False
         self._memory = MemoryStore()
+        self._index_chunks = 0
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -244,12 +246,40 @@ class KeyringStore(BaseStore):
         return super().lock(did)
 
     def _read(self, key: str) -> str | None:
+        text = self._read_item(key)
+        count = _chunk_count(text) if key == INDEX_KEY else None
+        if key == INDEX_KEY:
+            self._index_chunks = count or 0  # the index is re-read before writes
+        if count is None:
+            return text
+        parts = [self._read_item(f"{key}.{n}") for n in range(1, count + 1)]
+        return None if None in parts else "".join(parts)
+
+    def _write(self, key: str, text: str) -> None:
+        # Windows caps one secret near 1280 characters: a long index is kept
+        # in numbered chunks behind a small head item.
+        old = self._index_chunks if key == INDEX_KEY else 0
+        parts = [text]
+        if key == INDEX_KEY and len(text) > INDEX_CHUNK_CHARS:
+            size = INDEX_CHUNK_CHARS
+            parts = [text[i : i + size] for i in range(0, len(text), size)]
+            for n, part in enumerate(parts, 1):
+                self._write_item(f"{key}.{n}", part)
+            self._write_item(key, json.dumps({CHUNKS: len(parts)}))
+        else:
+            self._write_item(key, text)
+        for n in range(len(parts) + 1 if len(parts) > 1 else 1, old + 1):
+            self._remove(f"{key}.{n}")
+        if key == INDEX_KEY:
+            self._index_chunks = len(parts) if len(parts) > 1 else 0
+
+    def _read_item(self, key: str) -> str | None:
         return self._use(
             lambda backend: backend.get_password(SERVICE, key),
             lambda: self._memory._read(key),
         )
 
-    def _write(self, key: str, text: str) -> None:
+    def _write_item(self, key: str, text: str) -> None:
         self._use(
             lambda backend: backend.set_password(SERVICE, key, text),
             lambda: self._memory._write(key, text),
@@ -269,6 +299,22 @@ class KeyringStore(BaseStore):
         self._fallback = True
         self._index_cache = None
         _warn_no_keyring(reason)
+
+
+INDEX_CHUNK_CHARS = 1000
+"""Longest keyring item the index is written in (Windows' cap is 1280)."""
+CHUNKS = "atnb-index-chunks"
+
+
+def _chunk_count(text: str | None) -> int | None:
+    """How many chunks a head item announces, or None for a whole index."""
+    if not text or CHUNKS not in text:
+        return None
+    try:
+        count = json.loads(text).get(CHUNKS)
+    except (ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) and 0 < count < 1000 else None
 
 
 _warned = False

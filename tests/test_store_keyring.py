@@ -174,3 +174,27 @@ def test_keyrings_alt_is_not_installed() -> None:
     except ModuleNotFoundError:
         spec = None
     assert spec is None
+
+
+def test_many_accounts_fit_windows_item_cap(real_keyring: dict) -> None:
+    import keyring
+
+    store = atnb.store.get_store("keyring")
+    dids = [f"did:plc:{n:024d}" for n in range(30)]
+    for n, did in enumerate(dids):
+        store.save(did, entry(did, handle=f"user{n}.test"))
+    items = [keyring.get_password(SERVICE, "index")]
+    items += [keyring.get_password(SERVICE, f"index.{n}") for n in range(1, 10)]
+    stored = [item for item in items if item is not None]
+    assert len(stored) > 2  # a head item and several chunks
+    assert max(len(item) for item in stored) <= 1280  # Windows' cap per secret
+    fresh = KeyringStore()  # another kernel reads it back whole
+    assert set(fresh.index()["accounts"]) == set(dids)
+
+    for did in dids[1:]:
+        store.delete(did)
+    assert json.loads(keyring.get_password(SERVICE, "index"))["accounts"].keys() == {
+        dids[0]
+    }
+    assert keyring.get_password(SERVICE, "index.1") is None  # old chunks removed
+    store.delete(dids[0])
