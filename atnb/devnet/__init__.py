@@ -48,9 +48,17 @@ from typing import Any
 from atnb.devnet._install import MissingSystemPiece, ensure_installed
 from atnb.devnet._smtp import read_mails
 
-__all__ = ["Account", "Devnet", "Front", "MissingSystemPiece", "default_folder"]
+__all__ = [
+    "URL_KEYS",
+    "Account",
+    "Devnet",
+    "Front",
+    "MissingSystemPiece",
+    "default_folder",
+]
 
 READY_TIMEOUT = 180.0
+URL_KEYS = ("pds_url", "pds_direct_url", "plc_url", "appview_url", "appview_did")
 
 
 def default_folder() -> Path:
@@ -187,8 +195,7 @@ class Devnet:
         if self.folder is None:
             self.folder = Path(tempfile.mkdtemp(prefix="atnb-devnet-"))
         self.folder.mkdir(parents=True, exist_ok=True)
-        # Others may traverse (the postgres user needs to reach pg/) but not list.
-        os.chmod(self.folder, 0o711)
+        os.chmod(self.folder, 0o700)  # PostgreSQL lives in a temp folder of its own
         self._owned = True
 
         try:
@@ -374,8 +381,7 @@ class Devnet:
 
     def urls(self) -> dict[str, str]:
         """The public URLs, for printing and for ``--json``."""
-        keys = ("pds_url", "pds_direct_url", "plc_url", "appview_url", "appview_did")
-        return {key: self.info[key] for key in keys}
+        return {key: self.info[key] for key in URL_KEYS}
 
     def xrpc(self, method: str, nsid: str, body: Any = None, *, jwt=None, direct=True):
         """Call the PDS (directly, bypassing the front's counters, by default)."""

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from atnb.devnet import Devnet, MissingSystemPiece, default_folder
+from atnb.devnet import URL_KEYS, Devnet, MissingSystemPiece, default_folder
 
 
 def _alive(pid: int | None) -> bool:
@@ -40,13 +40,14 @@ def _state(folder: Path) -> dict | None:
         return None
 
 
-def _print_seeded(seeded: dict) -> None:
-    from atnb.devnet.seed import password_for
+def _print_logins() -> None:
+    """The seeded sample accounts and their throwaway devnet passwords."""
+    from atnb.devnet.seed import NAMES, TWO_FACTOR_NAME, password_for
 
     print("sample accounts (throwaway devnet logins):")
-    for name, account in seeded["accounts"].items():
-        note = "  (email sign-in codes on)" if name == seeded["two_factor"] else ""
-        print(f"  {account.handle:12} password {password_for(name)}{note}")
+    for name in [*NAMES, TWO_FACTOR_NAME]:
+        note = "  (email sign-in codes on)" if name == TWO_FACTOR_NAME else ""
+        print(f"  {name + '.test':12} password {password_for(name)}{note}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -61,10 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.seed:
             from atnb.devnet.seed import seed
 
-            seeded = seed(net)
-            (folder / "seeded.json").write_text(
-                json.dumps({"handles": [a.handle for a in seeded["accounts"].values()]})
-            )
+            seed(net)
         state = {**net.info, "supervisor_pid": os.getpid(), "ready": True}
         tmp = folder / "state.json.tmp"
         tmp.write_text(json.dumps(state))
@@ -86,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"already running (pid {state['supervisor_pid']}); `down` stops it.")
         return _report(state, args)
     folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o711)
+    folder.chmod(0o700)
     (folder / "state.json").unlink(missing_ok=True)
     log = open(folder / "supervisor.log", "wb")  # noqa: SIM115 (kept by Popen)
     command = [sys.executable, "-m", "atnb.devnet", "_serve", "--dir", str(folder)]
@@ -116,8 +114,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _report(state: dict, args: argparse.Namespace) -> int:
-    keys = ("pds_url", "pds_direct_url", "plc_url", "appview_url", "appview_did")
-    urls = {key: state[key] for key in keys}
+    urls = {key: state[key] for key in URL_KEYS}
     if args.json:
         print(json.dumps({**urls, "folder": str(default_folder())}))
         return 0
@@ -126,12 +123,7 @@ def _report(state: dict, args: argparse.Namespace) -> int:
     if state.get("cold_start_s"):
         print(f"ready in {state['cold_start_s']} s")
     if getattr(args, "seed", False):
-        from atnb.devnet.seed import NAMES, TWO_FACTOR_NAME, password_for
-
-        print("sample accounts (throwaway devnet logins):")
-        for name in [*NAMES, TWO_FACTOR_NAME]:
-            note = "  (email sign-in codes on)" if name == TWO_FACTOR_NAME else ""
-            print(f"  {name}.test  password {password_for(name)}{note}")
+        _print_logins()
     return 0
 
 
@@ -167,8 +159,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from atnb.devnet.seed import seed
 
     net = Devnet.attach()
-    seeded = seed(net)
-    _print_seeded(seeded)
+    seed(net)
+    _print_logins()
     return 0
 
 
